@@ -55,7 +55,7 @@ impl Extent {
 #[non_exhaustive]
 pub enum ChunkError {
     /// the encoded chunk is malformed
-    #[error("chunk: {0}")]
+    #[error("malformed chunk")]
     Decode(#[from] DecodeError),
     /// the chunk's BLAKE3 is not the one the manifest names
     #[error("chunk hash mismatch: expected {expected}, got {actual}")]
@@ -184,11 +184,7 @@ pub struct ChunkView<'a> {
 /// exactly one whole zstd frame with nothing after it.
 pub fn decode(bytes: &[u8]) -> Result<ChunkView<'_>, DecodeError> {
     if bytes.len() > MAX_CHUNK_BYTES {
-        return Err(DecodeError::TooLong {
-            what: "chunk",
-            len: bytes.len() as u64,
-            max: MAX_CHUNK_BYTES as u64,
-        });
+        return Err(DecodeError::TooLong { what: "chunk", len: bytes.len() as u64, max: MAX_CHUNK_BYTES as u64 });
     }
     let mut r = Reader::new(bytes);
     if r.take(4, "chunk magic")? != MAGIC || r.u8("chunk version")? != VERSION {
@@ -263,10 +259,7 @@ impl VerifiedChunk {
             .decompress_to_buffer(frame, &mut buf)
             .map_err(|e| ChunkError::Frame { hash: self.hash, detail: e.to_string() })?;
         if n != self.raw_len as usize || buf.len() != n {
-            return Err(ChunkError::Frame {
-                hash: self.hash,
-                detail: format!("{n} bytes, expected {}", self.raw_len),
-            });
+            return Err(ChunkError::Frame { hash: self.hash, detail: format!("{n} bytes, expected {}", self.raw_len) });
         }
         if raw_hash(&self.extents, &buf) != self.raw_hash {
             return Err(ChunkError::RawMismatch(self.hash));
@@ -337,10 +330,7 @@ mod tests {
         for i in [0, 5, 12, c.bytes.len() - 1] {
             let mut bad = c.bytes.clone();
             bad[i] ^= 0x10;
-            assert!(matches!(
-                verify(bad, &c.hash, &c.raw_hash, &c.extents),
-                Err(ChunkError::HashMismatch { .. })
-            ));
+            assert!(matches!(verify(bad, &c.hash, &c.raw_hash, &c.extents), Err(ChunkError::HashMismatch { .. })));
         }
     }
 
@@ -378,9 +368,6 @@ mod tests {
         let (extents, data) = sample();
         let c = ChunkEncoder::new(3).unwrap().encode(&extents, &data).unwrap();
         let other = [Extent { offset: 512, len: 5096 }];
-        assert!(matches!(
-            verify(c.bytes, &c.hash, &c.raw_hash, &other),
-            Err(ChunkError::ExtentMismatch(_))
-        ));
+        assert!(matches!(verify(c.bytes, &c.hash, &c.raw_hash, &other), Err(ChunkError::ExtentMismatch(_))));
     }
 }

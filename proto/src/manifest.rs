@@ -127,6 +127,10 @@ pub struct Segment {
     pub partition: Option<u32>,
     /// Size of the region on the source, in bytes.
     pub size: u64,
+    /// The filesystem capture found on the region itself (for a disk
+    /// without a partition table that holds a bare filesystem); `Unknown`
+    /// for a partitioned disk, whose filesystems are in the table.
+    pub fs: FsKind,
     /// Chunks in strictly increasing window order.
     pub chunks: Vec<ChunkRef>,
     /// Ranges that were zero on the source where capture could not tell
@@ -256,7 +260,7 @@ impl Manifest {
             return Err(DecodeError::Invalid("window size"));
         }
         let table = if r.option("table")? { Some(decode_table(&mut r, source_size)?) } else { None };
-        let n = r.count(MAX_SEGMENTS, 13, "segments")?;
+        let n = r.count(MAX_SEGMENTS, 14, "segments")?;
         let mut segments = Vec::with_capacity(n);
         for _ in 0..n {
             segments.push(decode_segment(&mut r)?);
@@ -302,19 +306,21 @@ impl Manifest {
                 }
                 let mut seen = Vec::new();
                 for s in &self.segments {
-                    let n = s.partition.ok_or(DecodeError::Invalid("partition image: a segment without a partition"))?;
+                    let n =
+                        s.partition.ok_or(DecodeError::Invalid("partition image: a segment without a partition"))?;
                     if seen.contains(&n) {
                         return Err(DecodeError::Invalid("partition image: a partition appears twice"));
                     }
                     seen.push(n);
                     if let Some(t) = &self.table {
-                        let p = t
-                            .partitions
-                            .iter()
-                            .find(|p| p.number == n)
-                            .ok_or(DecodeError::Invalid("partition image: segment for a partition not in the table"))?;
+                        let p =
+                            t.partitions.iter().find(|p| p.number == n).ok_or(DecodeError::Invalid(
+                                "partition image: segment for a partition not in the table",
+                            ))?;
                         if p.size != s.size {
-                            return Err(DecodeError::Invalid("partition image: segment size differs from the partition"));
+                            return Err(DecodeError::Invalid(
+                                "partition image: segment size differs from the partition",
+                            ));
                         }
                     }
                 }
@@ -365,6 +371,18 @@ fn fs_code(fs: FsKind) -> u8 {
     }
 }
 
+fn decode_fs(r: &mut Reader<'_>) -> Result<FsKind, DecodeError> {
+    Ok(match r.u8("filesystem")? {
+        0 => FsKind::Unknown,
+        1 => FsKind::Ext2,
+        2 => FsKind::Ext3,
+        3 => FsKind::Ext4,
+        4 => FsKind::Swap,
+        5 => FsKind::Extended,
+        _ => return Err(DecodeError::Invalid("filesystem")),
+    })
+}
+
 fn decode_table(r: &mut Reader<'_>, disk: u64) -> Result<PartitionTable, DecodeError> {
     let kind = match r.u8("table kind")? {
         0 => TableKind::Mbr,
@@ -397,15 +415,7 @@ fn decode_table(r: &mut Reader<'_>, disk: u64) -> Result<PartitionTable, DecodeE
         let guid = if r.option("partition guid")? { Some(r.array("partition guid")?) } else { None };
         let name = r.str(MAX_TEXT, "partition name")?;
         let bootable = r.bool("bootable")?;
-        let fs = match r.u8("filesystem")? {
-            0 => FsKind::Unknown,
-            1 => FsKind::Ext2,
-            2 => FsKind::Ext3,
-            3 => FsKind::Ext4,
-            4 => FsKind::Swap,
-            5 => FsKind::Extended,
-            _ => return Err(DecodeError::Invalid("filesystem")),
-        };
+        let fs = decode_fs(r)?;
         let fs_label = r.str(MAX_TEXT, "filesystem label")?;
         let os = if r.option("os")? { Some(r.str(MAX_TEXT, "os")?) } else { None };
         partitions.push(Partition { number, start, size, ptype, guid, name, bootable, fs, fs_label, os });
@@ -416,6 +426,7 @@ fn decode_table(r: &mut Reader<'_>, disk: u64) -> Result<PartitionTable, DecodeE
 fn encode_segment(w: &mut Writer, s: &Segment) {
     w.option(s.partition.as_ref(), |w, p| w.u32(*p));
     w.u64(s.size);
+    w.u8(fs_code(s.fs));
     w.count(s.chunks.len());
     for c in &s.chunks {
         w.u64(c.window);
@@ -439,6 +450,7 @@ fn encode_segment(w: &mut Writer, s: &Segment) {
 fn decode_segment(r: &mut Reader<'_>) -> Result<Segment, DecodeError> {
     let partition = if r.option("segment partition")? { Some(r.u32("segment partition")?) } else { None };
     let size = r.u64("segment size")?;
+    let fs = decode_fs(r)?;
     let windows = size.div_ceil(WINDOW_SIZE);
     let max_chunks = u32::try_from(windows).unwrap_or(u32::MAX);
     let n = r.count(max_chunks, 84, "chunks")?;
@@ -478,7 +490,7 @@ fn decode_segment(r: &mut Reader<'_>) -> Result<Segment, DecodeError> {
         }
         zero.push(ByteRange { start, len });
     }
-    Ok(Segment { partition, size, chunks, zero })
+    Ok(Segment { partition, size, fs, chunks, zero })
 }
 
 /// Why a signed manifest was refused.
@@ -486,7 +498,7 @@ fn decode_segment(r: &mut Reader<'_>) -> Result<Segment, DecodeError> {
 #[non_exhaustive]
 pub enum SignatureError {
     /// the envelope or the manifest inside it is malformed
-    #[error("manifest: {0}")]
+    #[error("malformed manifest")]
     Decode(#[from] DecodeError),
     /// the signer's key is not one we trust
     #[error("manifest signed by untrusted key {0}")]
@@ -549,8 +561,7 @@ impl SignedManifest {
         }
         let key = VerifyingKey::from_bytes(&self.signer.0).map_err(|_| SignatureError::BadSignature)?;
         let sig = Signature::from_bytes(&self.signature);
-        key.verify_strict(&signing_input(&self.bytes), &sig)
-            .map_err(|_| SignatureError::BadSignature)?;
+        key.verify_strict(&signing_input(&self.bytes), &sig).map_err(|_| SignatureError::BadSignature)?;
         let manifest = Manifest::decode(&self.bytes)?;
         Ok(VerifiedManifest { manifest, signer: self.signer })
     }

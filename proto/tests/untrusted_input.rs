@@ -44,6 +44,7 @@ fn valid_manifest() -> Vec<u8> {
         segments: vec![shoal_proto::manifest::Segment {
             partition: None,
             size: 1 << 30,
+            fs: shoal_proto::manifest::FsKind::Unknown,
             chunks: vec![shoal_proto::manifest::ChunkRef {
                 window: 3,
                 hash: c.hash,

@@ -42,6 +42,7 @@ pub(crate) fn sample() -> Manifest {
         segments: vec![Segment {
             partition: None,
             size: 3 << 40,
+            fs: FsKind::Unknown,
             // Past 2 TiB: offsets are 64-bit throughout.
             chunks: vec![chunk(0, 1), chunk(1, 2), chunk((5 << 40) / (2 * WINDOW_SIZE), 3)],
             zero: vec![ByteRange { start: 1 << 41, len: 4096 }],

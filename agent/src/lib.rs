@@ -1,0 +1,16 @@
+//! The Shoal agent and its disk library.
+//!
+//! The disk library reads partition tables and filesystem allocation maps,
+//! and reads and writes the extents of an image: the `shoal` command line
+//! reuses it for offline capture and deploy, and the agent (PID 1 in the
+//! initramfs) uses it to load nodes.
+//!
+//! What is not here: HTTP routing, the catalog, the chunk store (all in the
+//! server), and any wire or image format (in `shoal-proto`).
+
+pub mod device;
+pub mod ext4;
+pub mod ranges;
+pub mod source;
+pub mod swap;
+pub mod table;
