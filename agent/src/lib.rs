@@ -8,8 +8,13 @@
 //! What is not here: HTTP routing, the catalog, the chunk store (all in the
 //! server), and any wire or image format (in `shoal-proto`).
 
+pub mod capture;
+pub mod check;
+pub mod deploy;
 pub mod device;
 pub mod ext4;
+pub mod place;
+pub mod plan;
 pub mod ranges;
 pub mod source;
 pub mod swap;

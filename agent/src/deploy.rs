@@ -1,0 +1,228 @@
+//! The deploy pipeline: fetch chunks, verify them against the manifest,
+//! decompress on every core, write their extents.
+//!
+//! Worker threads (one per core) fetch, verify and decompress; one writer
+//! thread writes, so decompression overlaps with the writes. Memory is
+//! bounded: `QUEUE_DEPTH` decompressed windows wait for the writer and each
+//! worker holds one compressed and one raw window, at most `(QUEUE_DEPTH +
+//! 2 * workers) * WINDOW_SIZE` bytes of buffers (32 MiB on two cores).
+//!
+//! Only a [`RawWindow`] can be written, and only chunk verification makes
+//! one: nothing unverified reaches the target.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use shoal_proto::chunk::{self, RawWindow};
+use shoal_proto::manifest::{ChunkRef, Manifest};
+use shoal_proto::WINDOW_SIZE;
+
+use crate::capture::Progress;
+use crate::device::Device;
+use crate::place::Target;
+use crate::ranges::RangeSet;
+
+/// Decompressed windows queued for the writer.
+pub const QUEUE_DEPTH: usize = 4;
+
+/// Where chunk bytes come from: a local store, a server over HTTP, or a
+/// multicast session. The bytes are untrusted.
+pub trait ChunkSource: Sync {
+    fn fetch(&self, chunk: &ChunkRef) -> io::Result<Vec<u8>>;
+
+    /// Cheap check, before anything is written, that `fetch` can succeed.
+    fn check(&self, _chunk: &ChunkRef) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What to do with bytes the image does not restore (free space of a known
+/// filesystem).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FreePolicy {
+    /// Leave whatever the target held: fastest.
+    Leave,
+    /// Write zeros (BLKZEROOUT on a disk, holes in a file).
+    Zero,
+    /// Discard (TRIM) on a disk, holes in a file.
+    Discard,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeployError {
+    /// a chunk failed verification; nothing of it was written
+    #[error(transparent)]
+    Chunk(#[from] chunk::ChunkError),
+    /// a chunk could not be fetched
+    #[error("fetching chunk {hash}")]
+    Fetch { hash: shoal_proto::ChunkHash, source: io::Error },
+    /// writing the target failed
+    #[error("writing the target")]
+    Write(#[source] io::Error),
+    /// a zstd context could not be made
+    #[error("zstd")]
+    Zstd(#[source] io::Error),
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DeployStats {
+    /// Bytes of chunk data written.
+    pub written_bytes: u64,
+    /// Bytes zeroed because the source held zeros there.
+    pub zeroed_bytes: u64,
+    /// Free-space bytes handled by the `--free` policy.
+    pub free_bytes: u64,
+    pub chunks: u64,
+    pub fetched_bytes: u64,
+    #[serde(serialize_with = "secs")]
+    pub elapsed: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Checks every chunk is available before anything is written.
+pub fn precheck(manifest: &Manifest, targets: &[Target], src: &dyn ChunkSource) -> Result<(), DeployError> {
+    for t in targets {
+        for c in &manifest.segments[t.segment].chunks {
+            src.check(c).map_err(|source| DeployError::Fetch { hash: c.hash, source })?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the image's segments onto `dest` as `targets` place them, then
+/// applies the free-space policy and syncs.
+pub fn deploy(
+    manifest: &Manifest,
+    targets: &[Target],
+    src: &dyn ChunkSource,
+    dest: &Device,
+    free: FreePolicy,
+    workers: usize,
+    progress: &Progress,
+) -> Result<DeployStats, DeployError> {
+    let start = Instant::now();
+    let mut stats = DeployStats::default();
+    let jobs: Vec<(&Target, &ChunkRef)> = targets
+        .iter()
+        .flat_map(|t| manifest.segments[t.segment].chunks.iter().map(move |c| (t, c)))
+        .filter(|(t, c)| t.overlaps(c.window * WINDOW_SIZE, (c.window + 1) * WINDOW_SIZE))
+        .collect();
+    progress.total.store(jobs.iter().map(|(_, c)| u64::from(c.rsize)).sum(), Ordering::Relaxed);
+
+    // Zero what the source held as zeros, and apply the free policy, first:
+    // these ranges never overlap chunk extents.
+    for t in targets {
+        let seg = &manifest.segments[t.segment];
+        let mut covered = RangeSet::new();
+        for z in &seg.zero {
+            covered.insert(z.start, z.start + z.len);
+            if let Some((off, len)) = t.map(z.start, z.start + z.len) {
+                dest.zero_range(off, len).map_err(DeployError::Write)?;
+                stats.zeroed_bytes += len;
+            }
+        }
+        if free == FreePolicy::Leave {
+            continue;
+        }
+        for c in &seg.chunks {
+            let base = c.window * WINDOW_SIZE;
+            for e in &c.extents {
+                covered.insert(base + u64::from(e.offset), base + e.end());
+            }
+        }
+        for gap in covered.gaps(t.src_start, t.src_end) {
+            if let Some((off, len)) = t.map(gap.start, gap.end) {
+                match free {
+                    FreePolicy::Zero => dest.zero_range(off, len),
+                    _ => dest.discard_range(off, len),
+                }
+                .map_err(DeployError::Write)?;
+                stats.free_bytes += len;
+            }
+        }
+    }
+
+    let workers = workers.max(1);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel::<(&Target, u64, RawWindow, u64)>(QUEUE_DEPTH);
+    let (err_tx, err_rx) = mpsc::channel::<DeployError>();
+    let write_result = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (tx, err_tx) = (tx.clone(), err_tx.clone());
+            let (jobs, next, stop) = (&jobs, &next, &stop);
+            scope.spawn(move || {
+                let mut z = match zstd::bulk::Decompressor::new() {
+                    Ok(z) => z,
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        let _ = err_tx.send(DeployError::Zstd(e));
+                        return;
+                    }
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(t, c)) = jobs.get(i) else { return };
+                    let res =
+                        src.fetch(c).map_err(|source| DeployError::Fetch { hash: c.hash, source }).and_then(|bytes| {
+                            let n = bytes.len() as u64;
+                            let v = chunk::verify(bytes, &c.hash, &c.raw_hash, &c.extents)?;
+                            Ok((v.decompress(&mut z, Vec::new())?, n))
+                        });
+                    match res {
+                        Ok((raw, n)) => {
+                            if tx.send((t, c.window, raw, n)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            stop.store(true, Ordering::Relaxed);
+                            let _ = err_tx.send(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        drop(tx);
+        drop(err_tx);
+        // The writer: this thread.
+        let mut written = (0u64, 0u64, 0u64);
+        for (t, window, raw, n) in rx {
+            let base = window * WINDOW_SIZE;
+            for (e, bytes) in raw.extents() {
+                let s = base + u64::from(e.offset);
+                if let Some((off, len)) = t.map(s, s + u64::from(e.len)) {
+                    // `off` is where max(s, src_start) landed.
+                    let from = (off - t.dest_start + t.src_start - s) as usize;
+                    if let Err(e) = dest.write_all_at(&bytes[from..from + len as usize], off) {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(DeployError::Write(e));
+                    }
+                    written.0 += len;
+                }
+                progress.add(u64::from(e.len));
+            }
+            written.1 += 1;
+            written.2 += n;
+        }
+        Ok(written)
+    });
+    if let Ok(e) = err_rx.try_recv() {
+        return Err(e);
+    }
+    let (w, n, f) = write_result?;
+    stats.written_bytes = w;
+    stats.chunks = n;
+    stats.fetched_bytes = f;
+    dest.sync().map_err(DeployError::Write)?;
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
