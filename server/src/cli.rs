@@ -1,0 +1,220 @@
+//! Command-line arguments. Raw arguments become a validated config here,
+//! before any I/O.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Shoal reimages fleets of machines over the network.
+///
+/// Exit status: 0 on success, 1 on an error, 2 on bad arguments, 3 when an
+/// image or a target fails verification.
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, max_term_width = 100)]
+pub struct Cli {
+    /// Where images, chunks and keys live.
+    #[arg(long, global = true, env = "SHOAL_DATA_DIR", default_value = "/var/lib/shoal")]
+    pub data_dir: PathBuf,
+
+    /// Print results as JSON on stdout (progress bars are turned off).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Capture, deploy and inspect images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Capture a disk, a partition or an image file into the store.
+    ///
+    /// Reads only allocated data: the partition table (MBR or GPT), the
+    /// blocks ext2/3/4 filesystems have in use, the header of swap areas,
+    /// and, everywhere else, whatever is not zero. A sparse file's holes are
+    /// skipped without being read.
+    Capture(CaptureArgs),
+
+    /// Write an image onto a disk, a partition or a file.
+    ///
+    /// Nothing is written until every chunk is known to be present and the
+    /// target is known to be large enough; each chunk is verified against
+    /// the signed manifest before its bytes are written. A missing file
+    /// target is created at the image's size.
+    Deploy(DeployArgs),
+
+    /// Check an image: its signature and every chunk's hashes.
+    ///
+    /// With --target, also check that a disk or file holds the image.
+    Verify(VerifyArgs),
+
+    /// Show an image's manifest.
+    Info(ImageRef),
+
+    /// List the images in the store, newest first.
+    List,
+
+    /// Import a raw, sparse or qcow2 (any format qemu-img reads) disk image
+    /// file.
+    Import(ImportArgs),
+
+    /// Write an image out as a raw (sparse) or qcow2 file.
+    Export(ExportArgs),
+
+    /// Remove an image from the store. Its chunks are freed by `gc`.
+    Delete(ImageRef),
+
+    /// Remove chunks no image uses and leftovers of interrupted captures.
+    Gc(GcArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImageRef {
+    /// Image id (or 6+ leading digits of it), NAME (the newest of that
+    /// name) or NAME:VERSION.
+    pub image: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Describe {
+    /// The image's name.
+    #[arg(long)]
+    pub name: String,
+    /// Version label.
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    /// Free text describing the image.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Architecture the image runs on.
+    #[arg(long, default_value = std::env::consts::ARCH)]
+    pub arch: String,
+    /// Build stamp (a build number or revision).
+    #[arg(long, default_value = "")]
+    pub stamp: String,
+    /// Who made the image (default: $USER).
+    #[arg(long, env = "USER", default_value = "")]
+    pub author: String,
+    /// The image this one derives from (id or name).
+    #[arg(long)]
+    pub base: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Tuning {
+    /// zstd compression level (1-19). Higher is smaller and slower.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    /// Block device or file to capture.
+    pub src: PathBuf,
+    /// Capture only this partition (repeat for several: a combo image).
+    #[arg(long, short)]
+    pub partition: Vec<u32>,
+    #[command(flatten)]
+    pub describe: Describe,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Free {
+    /// Leave free space as the target had it (fastest).
+    Leave,
+    /// Make free space read as zeros.
+    Zero,
+    /// Discard (TRIM) free space; files get holes.
+    Discard,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Image id or name.
+    pub image: String,
+    /// Disk, partition or file to write.
+    pub dest: PathBuf,
+    /// Write into this partition of DEST (or DEST itself if it has no
+    /// partition table); from a whole-disk or multi-partition image, only
+    /// this partition is written.
+    #[arg(long, short)]
+    pub partition: Option<u32>,
+    /// What to do with the free space of filesystems in the image.
+    #[arg(long, value_enum, default_value = "leave")]
+    pub free: Free,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Image id or name.
+    pub image: String,
+    /// Also check that this disk or file holds the image.
+    #[arg(long)]
+    pub target: Option<PathBuf>,
+    /// With --target: the partition of the target to check.
+    #[arg(long, short, requires = "target")]
+    pub partition: Option<u32>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Disk image file: raw, sparse, qcow2 or another format qemu-img reads.
+    pub file: PathBuf,
+    /// The image's name (default: the file name without its extension).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Version label.
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    /// Free text describing the image.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A sparse raw disk image.
+    Raw,
+    /// qcow2, through qemu-img.
+    Qcow2,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Image id or name.
+    pub image: String,
+    /// File to create (must not exist).
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value = "raw")]
+    pub format: ExportFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Report what would be removed without removing it.
+    #[arg(long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,635 @@
+//! The offline image commands: capture, deploy, verify, info, list,
+//! import, export, delete, gc. Each parses nothing itself (see `cli`),
+//! calls the disk library and the store, and reports in text or JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Proc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use serde_json::json;
+use shoal_agent::capture::{capture, Progress};
+use shoal_agent::deploy::{deploy, precheck, ChunkSource, FreePolicy};
+use shoal_agent::device::Device;
+use shoal_agent::place::{place, Target};
+use shoal_agent::{check, plan, table};
+use shoal_proto::chunk;
+use shoal_proto::manifest::{ImageKind, Manifest, SignedManifest, TableKind};
+use shoal_proto::ImageId;
+
+use crate::cli::{self, Cli, Command, ImageCommand};
+use crate::progress::with_bar;
+use crate::store::{Store, StoredImage};
+
+/// How a command failed, for the exit code.
+pub enum Failure {
+    /// An image or target did not verify (exit 3).
+    Verify(anyhow::Error),
+    /// Anything else (exit 1).
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Other(e.into())
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+pub fn run(cli: &Cli) -> Result<()> {
+    let Command::Image(cmd) = &cli.command;
+    let out = Out { json: cli.json, quiet: cli.quiet || cli.json };
+    let store =
+        || Store::open(&cli.data_dir).with_context(|| format!("opening the store at {}", cli.data_dir.display()));
+    match cmd {
+        ImageCommand::Capture(a) => {
+            let store = store()?;
+            let id = capture_into(&store, &a.src, &a.partition, &a.describe, &a.tuning, &out)?;
+            let _ = id;
+            Ok(())
+        }
+        ImageCommand::Deploy(a) => deploy_cmd(&store()?, a, &out),
+        ImageCommand::Verify(a) => verify_cmd(&store()?, a, &out),
+        ImageCommand::Info(a) => info_cmd(&store()?, &a.image, &out),
+        ImageCommand::List => list_cmd(&store()?, &out),
+        ImageCommand::Import(a) => import_cmd(&store()?, a, &out),
+        ImageCommand::Export(a) => export_cmd(&store()?, a, &out),
+        ImageCommand::Delete(a) => {
+            let store = store()?;
+            let img = store.resolve(&a.image)?;
+            store.delete(&img)?;
+            out.done(
+                json!({"deleted": img.manifest.id, "name": img.manifest.name}),
+                format!(
+                    "deleted {} ({}:{}); run `shoal image gc` to free its chunks",
+                    img.manifest.id, img.manifest.name, img.manifest.version
+                ),
+            );
+            Ok(())
+        }
+        ImageCommand::Gc(a) => {
+            let stats = store()?.gc(a.dry_run)?;
+            let verb = if a.dry_run { "would remove" } else { "removed" };
+            out.done(
+                serde_json::to_value(&stats)?,
+                format!(
+                    "{verb} {} chunks ({}) and {} leftovers; kept {} chunks used by {} images",
+                    stats.chunks_removed,
+                    human(stats.bytes_removed),
+                    stats.tmp_removed,
+                    stats.chunks_kept,
+                    stats.images
+                ),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Where results go: JSON on stdout, or text.
+struct Out {
+    json: bool,
+    quiet: bool,
+}
+
+impl Out {
+    fn done(&self, value: serde_json::Value, text: String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    fn warn(&self, w: &str) {
+        eprintln!("warning: {w}");
+    }
+}
+
+fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn capture_into(
+    store: &Store,
+    src: &Path,
+    partitions: &[u32],
+    d: &cli::Describe,
+    t: &cli::Tuning,
+    out: &Out,
+) -> Result<ImageId> {
+    let dev = Device::open(src)?;
+    dev.advise_sequential();
+    let plan = plan::plan(&dev, partitions).with_context(|| format!("planning the capture of {}", src.display()))?;
+    for w in &plan.warnings {
+        out.warn(w);
+    }
+    let base = match &d.base {
+        Some(b) => Some(store.resolve(b).context("--base")?.manifest.id),
+        None => None,
+    };
+    let txn = store.begin()?;
+    let progress = Progress::default();
+    let (segments, stats) = with_bar("capture", out.quiet, &progress, || {
+        capture(&dev, &plan, &txn, t.level, threads(t.threads), &progress)
+    })
+    .with_context(|| format!("capturing {}", src.display()))?;
+    let mut idb = [0u8; 16];
+    getrandom::fill(&mut idb).map_err(|e| anyhow!("random image id: {e}"))?;
+    let id = ImageId(idb);
+    let m = Manifest {
+        id,
+        name: d.name.clone(),
+        version: d.version.clone(),
+        arch: d.arch.clone(),
+        stamp: d.stamp.clone(),
+        created: now(),
+        description: d.description.clone(),
+        author: d.author.clone(),
+        base,
+        kind: plan.kind,
+        source_size: plan.source_size,
+        sector_size: plan.sector_size,
+        window_size: shoal_proto::WINDOW_SIZE,
+        table: plan.table.clone(),
+        segments,
+        expires: None,
+    };
+    // The decoder's invariants are the format's: a manifest we would not
+    // accept back must never be stored.
+    Manifest::decode(&m.encode()).context("internal error: the new manifest does not decode")?;
+    let signed = SignedManifest::sign(&m, store.keys().signing());
+    txn.commit(&signed, &id)?;
+    let secs = stats.elapsed.as_secs_f64().max(1e-9);
+    out.done(
+        json!({
+            "id": id, "name": m.name, "version": m.version, "kind": m.kind,
+            "source_size": m.source_size, "stats": stats, "warnings": plan.warnings,
+        }),
+        format!(
+            "captured {} as {}:{} ({:?})\n  source {}; read {}, restores {}\n  {} chunks, {} stored ({} new in {} chunks)\n  {:.2} s, {}/s read",
+            src.display(),
+            m.name,
+            m.version,
+            id,
+            human(m.source_size),
+            human(stats.read_bytes),
+            human(stats.raw_bytes),
+            stats.chunks,
+            human(stats.chunk_bytes),
+            human(stats.new_bytes),
+            stats.new_chunks,
+            secs,
+            human((stats.read_bytes as f64 / secs) as u64),
+        )
+        .replace(&format!("{id:?}"), &id.to_string()),
+    );
+    Ok(id)
+}
+
+fn check_expiry(img: &StoredImage) -> Result<()> {
+    if let Some(exp) = img.manifest.expires {
+        if now() > exp {
+            return Err(Failure::Verify(anyhow!("image {} expired at unix time {exp}", img.manifest.id)));
+        }
+    }
+    Ok(())
+}
+
+/// Opens DEST for writing, creating a file of the image's size if there
+/// is nothing there.
+fn open_dest(m: &Manifest, dest: &Path, partition: Option<u32>) -> Result<(Device, bool)> {
+    if dest.exists() {
+        return Ok((Device::open_rw(dest)?, false));
+    }
+    let size = match (m.kind, partition) {
+        (ImageKind::WholeDisk, None) => m.source_size,
+        (ImageKind::WholeDisk, Some(n)) => m
+            .table
+            .as_ref()
+            .and_then(|t| t.partitions.iter().find(|p| p.number == n))
+            .map(|p| p.size)
+            .ok_or_else(|| anyhow!("the image has no partition {n}"))?,
+        (_, Some(n)) => m.segments.iter().find(|s| s.partition == Some(n)).or(m.segments.first()).map_or(0, |s| s.size),
+        (_, None) if m.segments.len() == 1 => m.segments[0].size,
+        (_, None) => {
+            return Err(Failure::Other(anyhow!(
+                "{} does not exist, and a multi-partition image needs a partitioned disk",
+                dest.display()
+            )))
+        }
+    };
+    Ok((Device::create(dest, size)?, true))
+}
+
+fn free_policy(f: cli::Free) -> FreePolicy {
+    match f {
+        cli::Free::Leave => FreePolicy::Leave,
+        cli::Free::Zero => FreePolicy::Zero,
+        cli::Free::Discard => FreePolicy::Discard,
+    }
+}
+
+fn deploy_cmd(store: &Store, a: &cli::DeployArgs, out: &Out) -> Result<()> {
+    let img = store.resolve(&a.image).map_err(|e| classify(e.into()))?;
+    check_expiry(&img)?;
+    let m = &img.manifest;
+    let (dest, created) = open_dest(m, &a.dest, a.partition)?;
+    let result = deploy_onto(store, m, &dest, a.partition, free_policy(a.free), threads(a.threads), out);
+    if result.is_err() && created {
+        // A file we made and could not fill is of no use to anyone.
+        let _ = std::fs::remove_file(&a.dest);
+    }
+    let (stats, grown) = result?;
+    out.done(
+        json!({"id": m.id, "name": m.name, "dest": a.dest, "stats": stats, "gpt_grown": grown}),
+        format!(
+            "deployed {}:{} ({}) to {}\n  wrote {} in {} chunks, zeroed {}, free space {} ({:?})\n  {:.2} s, {}/s",
+            m.name,
+            m.version,
+            m.id,
+            a.dest.display(),
+            human(stats.written_bytes),
+            stats.chunks,
+            human(stats.zeroed_bytes),
+            human(stats.free_bytes),
+            a.free,
+            stats.elapsed.as_secs_f64(),
+            human((stats.written_bytes as f64 / stats.elapsed.as_secs_f64().max(1e-9)) as u64),
+        ) + if grown { "\n  GPT moved to the end of the larger target" } else { "" },
+    );
+    Ok(())
+}
+
+/// Deploys and finishes the target: a GPT grown to a larger disk, the
+/// kernel told to reread the table.
+fn deploy_onto(
+    src: &dyn ChunkSource,
+    m: &Manifest,
+    dest: &Device,
+    partition: Option<u32>,
+    free: FreePolicy,
+    workers: usize,
+    out: &Out,
+) -> Result<(shoal_agent::deploy::DeployStats, bool)> {
+    let targets = place(m, dest, partition)?;
+    precheck(m, &targets, src).context("a chunk the image needs is missing from the store")?;
+    let progress = Progress::default();
+    let stats = with_bar("deploy", out.quiet, &progress, || deploy(m, &targets, src, dest, free, workers, &progress))
+        .map_err(|e| match e {
+        shoal_agent::deploy::DeployError::Chunk(_) => Failure::Verify(e.into()),
+        e => Failure::Other(e.into()),
+    })?;
+    let mut grown = false;
+    let whole = m.kind == ImageKind::WholeDisk && partition.is_none();
+    if whole && dest.size() > m.source_size && m.table.as_ref().is_some_and(|t| t.kind == TableKind::Gpt) {
+        if let Some(t) = table::probe(dest, dest.size())? {
+            let writes = table::grow_gpt(dest, &t, dest.size())?;
+            for (off, bytes) in &writes {
+                dest.write_all_at(bytes, *off)?;
+            }
+            dest.sync()?;
+            grown = !writes.is_empty();
+        }
+    }
+    if whole {
+        if let Err(e) = dest.reread_partitions() {
+            out.warn(&format!("the kernel did not reread the partition table: {e}"));
+        }
+    }
+    Ok((stats, grown))
+}
+
+fn classify(e: anyhow::Error) -> Failure {
+    match e.downcast_ref::<crate::store::StoreError>() {
+        Some(crate::store::StoreError::Manifest { .. }) => Failure::Verify(e),
+        _ => Failure::Other(e),
+    }
+}
+
+fn verify_cmd(store: &Store, a: &cli::VerifyArgs, out: &Out) -> Result<()> {
+    let img = store.resolve(&a.image).map_err(|e| classify(e.into()))?;
+    let m = &img.manifest;
+    check_expiry(&img)?;
+    let problems = Mutex::new(Vec::<String>::new());
+    let progress = Progress::default();
+    let all: Vec<_> = m.chunks().map(|(_, c)| c).collect();
+    progress.total.store(all.iter().map(|c| u64::from(c.rsize)).sum(), Ordering::Relaxed);
+    let next = AtomicUsize::new(0);
+    with_bar("verify", out.quiet, &progress, || {
+        std::thread::scope(|s| {
+            for _ in 0..threads(a.threads) {
+                s.spawn(|| {
+                    let Ok(mut z) = zstd::bulk::Decompressor::new() else { return };
+                    loop {
+                        let Some(c) = all.get(next.fetch_add(1, Ordering::Relaxed)) else { return };
+                        let res = store
+                            .read_chunk(&c.hash)
+                            .map_err(|e| chain(&e))
+                            .and_then(|b| chunk::verify(b, &c.hash, &c.raw_hash, &c.extents).map_err(|e| chain(&e)))
+                            .and_then(|v| v.decompress(&mut z, Vec::new()).map_err(|e| chain(&e)));
+                        if let Err(e) = res {
+                            problems
+                                .lock()
+                                .expect("invariant: no thread panics holding it")
+                                .push(format!("window {}: {e}", c.window));
+                        }
+                        progress.add(u64::from(c.rsize));
+                    }
+                });
+            }
+        })
+    });
+    let mut problems = problems.into_inner().expect("invariant: no thread panicked holding it");
+    let mut target_ok = None;
+    if let Some(t) = &a.target {
+        let dest = Device::open(t)?;
+        let targets: Vec<Target> = place(m, &dest, a.partition)?;
+        // Deploy rewrites the protective MBR and primary GPT header of a
+        // larger disk (the GPT is grown): those bytes may differ.
+        let mut ignore = shoal_agent::ranges::RangeSet::new();
+        let whole = m.kind == ImageKind::WholeDisk && a.partition.is_none();
+        if whole && dest.size() > m.source_size && m.table.as_ref().is_some_and(|t| t.kind == TableKind::Gpt) {
+            ignore.insert(0, 2 * u64::from(m.sector_size));
+        }
+        let progress = Progress::default();
+        let mism = with_bar("compare", out.quiet, &progress, || {
+            check::compare(m, &targets, &dest, &ignore, store, &progress)
+        })?;
+        target_ok = Some(mism.is_empty());
+        for x in mism.iter().take(20) {
+            problems.push(format!("{}: {} at byte {} (+{})", t.display(), x.what, x.offset, x.len));
+        }
+        if mism.len() > 20 {
+            problems.push(format!("{}: {} more differences", t.display(), mism.len() - 20));
+        }
+    }
+    out.done(
+        json!({"id": m.id, "name": m.name, "chunks": all.len(), "signer": img.signer, "ok": problems.is_empty(),
+               "target_matches": target_ok, "problems": problems}),
+        if problems.is_empty() {
+            format!(
+                "{}:{} ({}): signature by {} good, {} chunks good{}",
+                m.name,
+                m.version,
+                m.id,
+                &img.signer.to_hex()[..16],
+                all.len(),
+                if target_ok == Some(true) {
+                    format!(
+                        ", {} holds the image",
+                        a.target.as_ref().map_or(String::new(), |t| t.display().to_string())
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            problems.join("\n")
+        },
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Verify(anyhow!("{} problems in {}:{}", problems.len(), m.name, m.version)))
+    }
+}
+
+fn info_cmd(store: &Store, what: &str, out: &Out) -> Result<()> {
+    let img = store.resolve(what).map_err(|e| classify(e.into()))?;
+    let m = &img.manifest;
+    if out.json {
+        println!("{}", json!({"manifest": m, "signer": img.signer, "path": img.path}));
+        return Ok(());
+    }
+    let mut s = format!(
+        "id          {}\nname        {}:{}\narch        {}\nkind        {:?}\ncreated     {}\nauthor      {}\nstamp       {}\ndescription {}\nbase        {}\nsource      {} ({} bytes, {}-byte sectors)\nrestores    {}\nstored      {} in {} chunks\nsigner      {}\n",
+        m.id,
+        m.name,
+        m.version,
+        m.arch,
+        m.kind,
+        time_string(m.created),
+        m.author,
+        m.stamp,
+        m.description,
+        m.base.map_or("-".into(), |b| b.to_string()),
+        human(m.source_size),
+        m.source_size,
+        m.sector_size,
+        human(m.raw_bytes()),
+        human(m.stored_bytes()),
+        m.chunk_count(),
+        img.signer,
+    );
+    if let Some(t) = &m.table {
+        s += &format!("table       {:?}\n", t.kind);
+        for p in &t.partitions {
+            s += &format!(
+                "  {:>3}  start {:>12}  size {:>10}  {:<8} {}{}\n",
+                p.number,
+                p.start,
+                human(p.size),
+                format!("{:?}", p.fs).to_lowercase(),
+                p.fs_label,
+                p.os.as_ref().map_or(String::new(), |o| format!(" ({o})"))
+            );
+        }
+    }
+    for seg in &m.segments {
+        let what = seg.partition.map_or("disk".to_string(), |p| format!("partition {p}"));
+        s += &format!(
+            "segment     {what}: {} ({:?}), {} chunks, restores {}, {} zero ranges\n",
+            human(seg.size),
+            seg.fs,
+            seg.chunks.len(),
+            human(seg.raw_bytes()),
+            seg.zero.len()
+        );
+    }
+    print!("{s}");
+    Ok(())
+}
+
+fn list_cmd(store: &Store, out: &Out) -> Result<()> {
+    let (images, bad) = store.list()?;
+    for e in &bad {
+        out.warn(&chain(e));
+    }
+    if out.json {
+        let v: Vec<_> = images
+            .iter()
+            .map(|i| {
+                let m = &i.manifest;
+                json!({"id": m.id, "name": m.name, "version": m.version, "kind": m.kind, "arch": m.arch,
+                       "created": m.created, "source_size": m.source_size, "raw_bytes": m.raw_bytes(),
+                       "stored_bytes": m.stored_bytes(), "chunks": m.chunk_count()})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(());
+    }
+    println!("{:<16} {:<24} {:<8} {:<10} {:>9} {:>9}  CREATED", "ID", "NAME", "VERSION", "KIND", "SIZE", "STORED");
+    for i in &images {
+        let m = &i.manifest;
+        println!(
+            "{:<16} {:<24} {:<8} {:<10} {:>9} {:>9}  {}",
+            &m.id.to_hex()[..16],
+            m.name,
+            m.version,
+            format!("{:?}", m.kind).to_lowercase(),
+            human(m.source_size),
+            human(m.stored_bytes()),
+            time_string(m.created)
+        );
+    }
+    Ok(())
+}
+
+fn import_cmd(store: &Store, a: &cli::ImportArgs, out: &Out) -> Result<()> {
+    let format = qemu_format(&a.file)?;
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => {
+            a.file.file_stem().map(|s| s.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("--name is needed"))?
+        }
+    };
+    let describe = cli::Describe {
+        name,
+        version: a.version.clone(),
+        description: a.description.clone(),
+        arch: std::env::consts::ARCH.into(),
+        stamp: String::new(),
+        author: std::env::var("USER").unwrap_or_default(),
+        base: None,
+    };
+    if format == "raw" {
+        capture_into(store, &a.file, &[], &describe, &a.tuning, out)?;
+        return Ok(());
+    }
+    // Other formats: convert to a sparse raw file in the store's scratch
+    // space (gc removes it if we die), capture that, remove it.
+    let scratch = Scratch(store.scratch(&format!("import-{}.raw", std::process::id())));
+    run_tool(Proc::new("qemu-img").args(["convert", "-q", "-O", "raw", "-S", "4k"]).arg(&a.file).arg(&scratch.0))?;
+    capture_into(store, &scratch.0, &[], &describe, &a.tuning, out)?;
+    Ok(())
+}
+
+/// A file removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn qemu_format(file: &Path) -> Result<String> {
+    let o = Proc::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(file)
+        .output()
+        .context("running qemu-img (install qemu-utils)")?;
+    if !o.status.success() {
+        return Err(Failure::Other(anyhow!(
+            "qemu-img cannot read {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).context("qemu-img info output")?;
+    Ok(v["format"].as_str().unwrap_or("raw").to_string())
+}
+
+fn run_tool(cmd: &mut Proc) -> Result<()> {
+    let o = cmd.output().with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !o.status.success() {
+        return Err(Failure::Other(anyhow!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn export_cmd(store: &Store, a: &cli::ExportArgs, out: &Out) -> Result<()> {
+    let img = store.resolve(&a.image).map_err(|e| classify(e.into()))?;
+    check_expiry(&img)?;
+    let m = &img.manifest;
+    if m.segments.len() != 1 {
+        return Err(Failure::Other(anyhow!(
+            "a multi-partition image has no single file form: deploy it onto a partitioned disk instead"
+        )));
+    }
+    if a.file.exists() {
+        return Err(Failure::Other(anyhow!("{} exists; export writes a new file", a.file.display())));
+    }
+    let raw_path = match a.format {
+        cli::ExportFormat::Raw => a.file.clone(),
+        cli::ExportFormat::Qcow2 => store.scratch(&format!("export-{}.raw", std::process::id())),
+    };
+    let cleanup = Scratch(raw_path.clone());
+    let dest = Device::create(&raw_path, m.segments[0].size)?;
+    let (stats, _) = deploy_onto(store, m, &dest, None, FreePolicy::Leave, threads(None), out)?;
+    if a.format == cli::ExportFormat::Qcow2 {
+        run_tool(
+            Proc::new("qemu-img").args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(&raw_path).arg(&a.file),
+        )?;
+    } else {
+        std::mem::forget(cleanup);
+    }
+    out.done(
+        json!({"id": m.id, "file": a.file, "format": format!("{:?}", a.format).to_lowercase(), "stats": stats}),
+        format!(
+            "exported {}:{} to {} ({:?}, {} of data)",
+            m.name,
+            m.version,
+            a.file.display(),
+            a.format,
+            human(stats.written_bytes)
+        ),
+    );
+    Ok(())
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
+}
+
+fn time_string(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// Bytes in binary units.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,17 @@
+//! The `shoal` server and command line.
+//!
+//! Today: the local chunk store and image catalog ([`store`]), the
+//! server's signing keys ([`keys`]), and the offline image commands
+//! ([`image`]: capture, deploy, verify, import, export) built on the
+//! agent's disk library. The daemon (`shoal server`: HTTP API, multicast
+//! sessions, jobs) comes with later work.
+//!
+//! What is not here: partition-table and filesystem parsing, and the
+//! capture and deploy pipelines (all in `shoal-agent`); formats (in
+//! `shoal-proto`).
+
+pub mod cli;
+pub mod image;
+pub mod keys;
+pub mod progress;
+pub mod store;

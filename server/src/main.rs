@@ -1,0 +1,24 @@
+//! The `shoal` binary: parse arguments, run the command, map failures to
+//! exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use shoal_server::cli::Cli;
+use shoal_server::image::Failure;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match shoal_server::image::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Verify(e)) => {
+            eprintln!("shoal: verification failed: {e:#}");
+            ExitCode::from(3)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("shoal: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
