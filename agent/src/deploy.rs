@@ -32,7 +32,8 @@ pub const QUEUE_DEPTH: usize = 4;
 pub trait ChunkSource: Sync {
     fn fetch(&self, chunk: &ChunkRef) -> io::Result<Vec<u8>>;
 
-    /// Cheap check, before anything is written, that `fetch` can succeed.
+    /// Check, before anything is written, that `fetch` will succeed (a
+    /// local store also checks the chunk's hash).
     fn check(&self, _chunk: &ChunkRef) -> io::Result<()> {
         Ok(())
     }
@@ -60,6 +61,9 @@ pub enum DeployError {
     /// a chunk could not be fetched
     #[error("fetching chunk {hash}")]
     Fetch { hash: shoal_proto::ChunkHash, source: io::Error },
+    /// a chunk is missing or damaged; nothing was written
+    #[error("chunk {hash} (window {window}) is missing or damaged; nothing was written")]
+    Check { hash: shoal_proto::ChunkHash, window: u64, source: io::Error },
     /// writing the target failed
     #[error("writing the target")]
     Write(#[source] io::Error),
@@ -86,14 +90,36 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// Checks every chunk is available before anything is written.
-pub fn precheck(manifest: &Manifest, targets: &[Target], src: &dyn ChunkSource) -> Result<(), DeployError> {
-    for t in targets {
-        for c in &manifest.segments[t.segment].chunks {
-            src.check(c).map_err(|source| DeployError::Fetch { hash: c.hash, source })?;
+/// Checks, on every core, that every chunk the targets need is available
+/// (and, for sources that can say so cheaply, intact) before anything is
+/// written.
+pub fn precheck(
+    manifest: &Manifest,
+    targets: &[Target],
+    src: &dyn ChunkSource,
+    workers: usize,
+) -> Result<(), DeployError> {
+    let all: Vec<&ChunkRef> = targets.iter().flat_map(|t| manifest.segments[t.segment].chunks.iter()).collect();
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| loop {
+                let Some(c) = all.get(next.fetch_add(1, Ordering::Relaxed)) else { return };
+                if let Err(source) = src.check(c) {
+                    next.store(all.len(), Ordering::Relaxed);
+                    if let Ok(mut f) = failed.lock() {
+                        f.get_or_insert(DeployError::Check { hash: c.hash, window: c.window, source });
+                    }
+                    return;
+                }
+            });
         }
+    });
+    match failed.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Writes the image's segments onto `dest` as `targets` place them, then

@@ -280,7 +280,7 @@ fn deploy_onto(
     out: &Out,
 ) -> Result<(shoal_agent::deploy::DeployStats, bool)> {
     let targets = place(m, dest, partition)?;
-    precheck(m, &targets, src).context("a chunk the image needs is missing from the store")?;
+    precheck(m, &targets, src, workers).map_err(|e| Failure::Verify(e.into()))?;
     let progress = Progress::default();
     let stats = with_bar("deploy", out.quiet, &progress, || deploy(m, &targets, src, dest, free, workers, &progress))
         .map_err(|e| match e {

@@ -357,13 +357,21 @@ impl ChunkSource for Store {
         self.read_chunk(&c.hash)
     }
 
+    /// Reads the chunk and checks its length and BLAKE3: a damaged store
+    /// is found before a deploy writes anything.
     fn check(&self, c: &ChunkRef) -> io::Result<()> {
         let p = self.chunk_path(&c.hash);
-        let len = fs::metadata(&p).map_err(|e| annotate(e, &p))?.len();
-        if len != u64::from(c.csize) {
+        let bytes = self.read_chunk(&c.hash)?;
+        if bytes.len() as u64 != u64::from(c.csize) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: {len} bytes, the manifest says {}", p.display(), c.csize),
+                format!("{}: {} bytes, the manifest says {}", p.display(), bytes.len(), c.csize),
+            ));
+        }
+        if ChunkHash::of(&bytes) != c.hash {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: content does not match its hash", p.display()),
             ));
         }
         Ok(())

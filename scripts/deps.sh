@@ -1,0 +1,43 @@
+#!/bin/sh
+# Installs the Debian packages Shoal builds, tests, demos and benchmarks
+# with. Idempotent: does nothing when everything is there.
+set -eu
+
+# package:command-that-proves-it-is-installed
+want="
+e2fsprogs:mkfs.ext4
+fdisk:sfdisk
+gdisk:sgdisk
+util-linux:losetup
+qemu-utils:qemu-img
+zstd:zstd
+partclone:partclone.ext4
+fuse3:fusermount3
+python3-fusepy:
+python3:python3
+dosfstools:mkfs.vfat
+"
+
+missing=""
+for entry in $want; do
+  pkg=${entry%%:*}
+  cmd=${entry#*:}
+  if [ -n "$cmd" ]; then
+    command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing="$missing $pkg"
+  else
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $pkg"
+  fi
+done
+
+if [ -z "$missing" ]; then
+  exit 0
+fi
+echo "deps: installing$missing"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: need root to install$missing (run 'sudo make deps')" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
