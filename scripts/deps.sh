@@ -5,6 +5,8 @@ set -eu
 
 # package:command-that-proves-it-is-installed
 want="
+bc:bc
+cpio:cpio
 e2fsprogs:mkfs.ext4
 fdisk:sfdisk
 gdisk:sgdisk

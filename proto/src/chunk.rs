@@ -23,6 +23,15 @@ use crate::id::{ChunkHash, RawHash};
 /// and that changing one file changes few chunks.
 pub const WINDOW_SIZE: u64 = 4 << 20;
 
+/// log2 of [`WINDOW_SIZE`].
+pub const WINDOW_LOG: u32 = 22;
+const _: () = assert!(1u64 << WINDOW_LOG == WINDOW_SIZE);
+
+/// The zstd level captures use unless told otherwise: measured on a 4 GiB
+/// ext4 disk, level 4 gives images about 2% smaller than partclone piped
+/// through `zstd -3` while capturing in less than half its time.
+pub const DEFAULT_LEVEL: i32 = 4;
+
 /// The most extents a chunk may hold: one per 512-byte sector.
 pub const MAX_EXTENTS: u32 = (WINDOW_SIZE / 512) as u32;
 
@@ -145,6 +154,11 @@ impl ChunkEncoder {
         // BLAKE3 covers integrity; zstd's own checksum would be redundant.
         zstd.include_checksum(false).map_err(|e| ChunkError::Compress(e.to_string()))?;
         zstd.include_contentsize(true).map_err(|e| ChunkError::Compress(e.to_string()))?;
+        // Let matches reach across the whole window: at levels 1-4 zstd's
+        // default window is smaller than a chunk. Measured on a 1 GiB ext4
+        // capture this makes chunks about 1% smaller for 5% more time.
+        zstd.set_parameter(zstd::zstd_safe::CParameter::WindowLog(WINDOW_LOG))
+            .map_err(|e| ChunkError::Compress(e.to_string()))?;
         Ok(ChunkEncoder { zstd })
     }
 

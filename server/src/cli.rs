@@ -113,7 +113,7 @@ pub struct Describe {
 #[derive(Args, Debug, Clone)]
 pub struct Tuning {
     /// zstd compression level (1-19). Higher is smaller and slower.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = shoal_proto::chunk::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
     /// Worker threads (default: one per core).
     #[arg(long)]
