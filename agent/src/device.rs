@@ -42,14 +42,19 @@ impl Device {
         Device::from_file(file, path)
     }
 
-    /// Opens an existing disk or file for writing.
+    /// Opens an existing disk or file for writing. A block device is opened
+    /// exclusively (`O_EXCL`), so one that is mounted or otherwise in use is
+    /// refused rather than overwritten under the kernel's feet.
     pub fn open_rw(path: &Path) -> io::Result<Device> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| annotate(e, path, "open for writing"))?;
+        let is_block = std::fs::metadata(path).map(|m| m.file_type().is_block_device()).unwrap_or(false);
+        let flags = libc::O_CLOEXEC | if is_block { libc::O_EXCL } else { 0 };
+        let file = OpenOptions::new().read(true).write(true).custom_flags(flags).open(path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                io::Error::new(e.kind(), format!("{}: in use (mounted, or held by another program)", path.display()))
+            } else {
+                annotate(e, path, "open for writing")
+            }
+        })?;
         Device::from_file(file, path)
     }
 

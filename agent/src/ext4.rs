@@ -7,7 +7,11 @@
 //! verifies the superblock, descriptor and block bitmap checksums (gdt_csum
 //! and metadata_csum). Every field read from disk is bounded before use.
 //!
-//! What it does not do: read inodes, directories, extents or the journal,
+//! [`read_file`] and [`os_release`] (in `files`) go further on the same
+//! validated superblock and descriptors: they resolve a path through
+//! directories and symbolic links and read a file's data.
+//!
+//! What [`probe`] does not do: read inodes, directories, extents or the journal,
 //! consult backup superblocks, or repair anything. bigalloc, a journal that
 //! still needs replaying, an external journal device, an unclean or errored
 //! filesystem, any feature it does not know, and any inconsistency are
@@ -20,6 +24,10 @@ use thiserror::Error;
 
 use crate::ranges::RangeSet;
 use crate::source::ReadAt;
+
+mod files;
+
+pub use files::{os_release, read_file};
 
 /// The superblock sits 1024 bytes in whatever the block size; the bytes
 /// before it (a boot sector) and the superblock itself are always kept.
@@ -149,6 +157,17 @@ pub enum Ext4Error {
     /// A field lies past the end of its structure (a bug, never data).
     #[error("ext {what}: field at byte {offset} past the end")]
     Truncated { what: &'static str, offset: usize },
+    /// An inode, or the extents, block map or directory entries it leads
+    /// to, is damaged.
+    #[error("ext inode {ino}: {what}")]
+    Inode { ino: u32, what: &'static str },
+    /// An inode's metadata_csum checksum (of the inode, an extent block or
+    /// a directory block) does not match.
+    #[error("ext inode {ino}: {what} checksum {stored:#010x} does not match computed {computed:#010x}")]
+    InodeChecksum { ino: u32, what: &'static str, stored: u32, computed: u32 },
+    /// Resolving a path took more symbolic links than `read_file` follows.
+    #[error("ext path: more than {0} symbolic links")]
+    SymlinkLoop(u32),
 }
 
 /// Maps the ext2/3/4 filesystem at the start of `src`, which is `len`
@@ -236,6 +255,9 @@ struct Superblock {
     first_data_block: u64,
     blocks_per_group: u64,
     groups: u32,
+    inodes_per_group: u32,
+    /// Bytes per inode: a power of two from 128 to the block size.
+    inode_size: usize,
     inode_table_blocks: u64,
     desc_size: usize,
     descs_per_block: u32,
@@ -244,6 +266,8 @@ struct Superblock {
     /// `s_first_meta_bg` if meta_bg is on.
     meta_bg: Option<u32>,
     sparse_super: bool,
+    /// Directory entries carry a file type byte (and a one-byte name length).
+    filetype: bool,
     /// `s_backup_bgs` if sparse_super2 is on.
     backup_groups: Option<[u32; 2]>,
     checksum: Checksum,
@@ -369,6 +393,9 @@ impl Superblock {
             first_data_block,
             blocks_per_group,
             groups,
+            // Both bounded above: at most 8 * 64 KiB, at most the block size.
+            inodes_per_group: inodes_per_group as u32,
+            inode_size: inode_size as usize,
             inode_table_blocks,
             desc_size: desc_size.into(),
             descs_per_block,
@@ -376,6 +403,7 @@ impl Superblock {
             reserved_gdt_blocks,
             meta_bg,
             sparse_super: ro_compat & RO_COMPAT_SPARSE_SUPER != 0,
+            filetype: incompat & INCOMPAT_FILETYPE != 0,
             backup_groups,
             checksum,
             label: String::from_utf8_lossy(label).into_owned(),

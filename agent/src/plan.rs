@@ -86,6 +86,8 @@ pub enum PlanError {
 struct Region {
     fs: FsKind,
     label: String,
+    /// The operating system it holds, from its os-release file.
+    os: Option<String>,
     /// Bytes the region's filesystem accounts for (used or free), from its
     /// start; bytes past this are zero-detected.
     covered: u64,
@@ -102,19 +104,20 @@ fn probe_region(dev: &Device, offset: u64, len: u64, what: &str, warnings: &mut 
                 ExtKind::Ext3 => FsKind::Ext3,
                 ExtKind::Ext4 => FsKind::Ext4,
             };
-            return Region { fs, label: info.label, covered: info.size, used: info.used };
+            let os = ext4::os_release(&slice, len);
+            return Region { fs, label: info.label, os, covered: info.size, used: info.used };
         }
         Ok(None) => {}
         Err(e) => {
             warnings
                 .push(format!("{what}: looks like ext2/3/4 but cannot be read ({e}); capturing it by zero detection"));
-            return Region { fs: FsKind::Unknown, label: String::new(), covered: 0, used: RangeSet::new() };
+            return Region { fs: FsKind::Unknown, label: String::new(), os: None, covered: 0, used: RangeSet::new() };
         }
     }
     if let Some(sw) = swap::probe(&slice, len) {
-        return Region { fs: FsKind::Swap, label: sw.label, covered: len, used: sw.used };
+        return Region { fs: FsKind::Swap, label: sw.label, os: None, covered: len, used: sw.used };
     }
-    Region { fs: FsKind::Unknown, label: String::new(), covered: 0, used: RangeSet::new() }
+    Region { fs: FsKind::Unknown, label: String::new(), os: None, covered: 0, used: RangeSet::new() }
 }
 
 /// Plans a capture of the whole disk (`partitions` empty) or of the
@@ -149,7 +152,7 @@ pub fn plan(dev: &Device, partitions: &[u32]) -> Result<Plan, PlanError> {
     if let Some(t) = &table {
         for p in &t.partitions {
             let region = if p.extended {
-                Region { fs: FsKind::Extended, label: String::new(), covered: 0, used: RangeSet::new() }
+                Region { fs: FsKind::Extended, label: String::new(), os: None, covered: 0, used: RangeSet::new() }
             } else {
                 probe_region(dev, p.start, p.size, &format!("partition {}", p.number), &mut warnings)
             };
@@ -249,7 +252,7 @@ fn manifest_partition(p: &table::Partition, r: &Region) -> MPartition {
         bootable: p.bootable,
         fs: r.fs,
         fs_label: r.label.clone(),
-        os: None,
+        os: r.os.clone(),
     }
 }
 

@@ -127,6 +127,11 @@ pub struct CaptureArgs {
     /// Capture only this partition (repeat for several: a combo image).
     #[arg(long, short)]
     pub partition: Vec<u32>,
+    /// The operating system on partition N (the OSID), overriding what
+    /// capture reads from its /etc/os-release. NAME alone names the one
+    /// partition captured. Repeatable.
+    #[arg(long, value_name = "[N=]NAME")]
+    pub os: Vec<String>,
     #[command(flatten)]
     pub describe: Describe,
     #[command(flatten)]

@@ -47,8 +47,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     match cmd {
         ImageCommand::Capture(a) => {
             let store = store()?;
-            let id = capture_into(&store, &a.src, &a.partition, &a.describe, &a.tuning, &out)?;
-            let _ = id;
+            capture_into(&store, &a.src, &a.partition, &a.os, &a.describe, &a.tuning, &out)?;
             Ok(())
         }
         ImageCommand::Deploy(a) => deploy_cmd(&store()?, a, &out),
@@ -117,17 +116,38 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Applies `--os [N=]NAME` to the plan's partition table.
+fn set_os(plan: &mut plan::Plan, partitions: &[u32], os: &[String]) -> Result<()> {
+    for spec in os {
+        let (n, name) = match spec.split_once('=') {
+            Some((n, name)) => {
+                let n = n.parse::<u32>().map_err(|_| anyhow!("--os {spec}: N must be a partition number"))?;
+                (n, name)
+            }
+            None if partitions.len() == 1 => (partitions[0], spec.as_str()),
+            None => return Err(anyhow!("--os {spec}: say which partition, as --os N={spec}").into()),
+        };
+        let table = plan.table.as_mut().ok_or_else(|| anyhow!("--os: the source has no partition table"))?;
+        let p = table.partitions.iter_mut().find(|p| p.number == n).ok_or_else(|| anyhow!("--os: no partition {n}"))?;
+        p.os = Some(name.to_string());
+    }
+    Ok(())
+}
+
 fn capture_into(
     store: &Store,
     src: &Path,
     partitions: &[u32],
+    os: &[String],
     d: &cli::Describe,
     t: &cli::Tuning,
     out: &Out,
 ) -> Result<ImageId> {
     let dev = Device::open(src)?;
     dev.advise_sequential();
-    let plan = plan::plan(&dev, partitions).with_context(|| format!("planning the capture of {}", src.display()))?;
+    let mut plan =
+        plan::plan(&dev, partitions).with_context(|| format!("planning the capture of {}", src.display()))?;
+    set_os(&mut plan, partitions, os)?;
     for w in &plan.warnings {
         out.warn(w);
     }
@@ -511,14 +531,14 @@ fn import_cmd(store: &Store, a: &cli::ImportArgs, out: &Out) -> Result<()> {
         base: None,
     };
     if format == "raw" {
-        capture_into(store, &a.file, &[], &describe, &a.tuning, out)?;
+        capture_into(store, &a.file, &[], &[], &describe, &a.tuning, out)?;
         return Ok(());
     }
     // Other formats: convert to a sparse raw file in the store's scratch
     // space (gc removes it if we die), capture that, remove it.
     let scratch = Scratch(store.scratch(&format!("import-{}.raw", std::process::id())));
     run_tool(Proc::new("qemu-img").args(["convert", "-q", "-O", "raw", "-S", "4k"]).arg(&a.file).arg(&scratch.0))?;
-    capture_into(store, &scratch.0, &[], &describe, &a.tuning, out)?;
+    capture_into(store, &scratch.0, &[], &[], &describe, &a.tuning, out)?;
     Ok(())
 }
 

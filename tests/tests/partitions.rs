@@ -37,13 +37,14 @@ fn gpt_disk(bed: &Bed) -> (std::path::PathBuf, std::path::PathBuf) {
 fn gpt_disk_with_ext4_swap_and_unknown_partitions_round_trips() {
     let bed = Bed::new();
     let (disk, tree) = gpt_disk(&bed);
-    let report = bed.capture(&disk, "gpt", &[]);
+    let report = bed.capture(&disk, "gpt", &["--os", "1=Testix 9"]);
     let info = bed.json(&["image", "info", "gpt"]);
     let parts = info["manifest"]["table"]["partitions"].as_array().unwrap();
     let fs: Vec<_> = parts.iter().map(|p| p["fs"].as_str().unwrap().to_string()).collect();
     assert_eq!(fs, ["ext4", "swap", "unknown"]);
     assert_eq!(parts[0]["start"].as_u64().unwrap(), 2049 * 512);
     assert_eq!(parts[0]["fs_label"], "rootfs");
+    assert_eq!(parts[0]["os"], "Testix 9");
     // Swap contributes one page and ext4 (146 MiB over random data) only
     // its ~30 MiB of files; the unknown partition (~40 MiB of random data)
     // and the random bytes past it up to 300 MiB (~71 MiB, unpartitioned
@@ -136,6 +137,10 @@ fn mbr_logical_partitions_and_combo_images() {
     let (s5, z5) = partition(&disk, 5);
     let tree = bed.path("files");
     real_files(&tree, 10 * MIB);
+    std::fs::create_dir_all(tree.join("usr/lib")).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("usr/lib/os-release"), "NAME=\"Shoalix\"\nPRETTY_NAME=\"Shoalix 1.0 (test)\"\n").unwrap();
+    std::os::unix::fs::symlink("../usr/lib/os-release", tree.join("etc/os-release")).unwrap();
     mkfs_ext4(&disk, s5, z5, Some(&tree), &["-b", "1024"]);
     let (s6, _) = partition(&disk, 6);
     mkswap_at(&disk, s6, 40 * MIB, "swap6");
@@ -148,6 +153,9 @@ fn mbr_logical_partitions_and_combo_images() {
     let got: Vec<(u64, String)> =
         parts.iter().map(|p| (p["number"].as_u64().unwrap(), p["fs"].as_str().unwrap().into())).collect();
     assert_eq!(got, [(1, "ext2".into()), (2, "extended".into()), (5, "ext4".into()), (6, "swap".into())]);
+    // The OS on partition 5 is read from its /etc/os-release (a symlink).
+    assert_eq!(parts[2]["os"], "Shoalix 1.0 (test)");
+    assert_eq!(parts[0]["os"], serde_json::Value::Null);
 
     // A combo image of partitions 1 and 5 onto a copy of the table.
     bed.capture(&disk, "combo", &["--partition", "1", "--partition", "5"]);
