@@ -82,12 +82,8 @@ pub struct DeployStats {
     pub free_bytes: u64,
     pub chunks: u64,
     pub fetched_bytes: u64,
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "crate::capture::secs")]
     pub elapsed: Duration,
-}
-
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Checks, on every core, that every chunk the targets need is available

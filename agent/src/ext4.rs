@@ -170,12 +170,10 @@ pub enum Ext4Error {
     SymlinkLoop(u32),
 }
 
-/// Maps the ext2/3/4 filesystem at the start of `src`, which is `len`
-/// bytes long. `Ok(None)` if there is no ext magic; an error if there is
-/// but the filesystem is damaged or uses something not handled here.
-pub fn probe(src: &dyn ReadAt, len: u64) -> Result<Option<ExtInfo>, Ext4Error> {
-    let end_of_superblock = SUPERBLOCK_AT + SUPERBLOCK_LEN as u64;
-    if len < end_of_superblock {
+/// The validated superblock and group descriptors of the filesystem at the
+/// start of `src`; `Ok(None)` if there is no ext magic.
+fn open(src: &dyn ReadAt, len: u64) -> Result<Option<(Superblock, Vec<GroupDesc>)>, Ext4Error> {
+    if len < SUPERBLOCK_AT + SUPERBLOCK_LEN as u64 {
         return Ok(None);
     }
     let mut raw = [0u8; SUPERBLOCK_LEN];
@@ -185,6 +183,15 @@ pub fn probe(src: &dyn ReadAt, len: u64) -> Result<Option<ExtInfo>, Ext4Error> {
     }
     let sb = Superblock::parse(&raw, len)?;
     let descs = read_descriptors(src, &sb)?;
+    Ok(Some((sb, descs)))
+}
+
+/// Maps the ext2/3/4 filesystem at the start of `src`, which is `len`
+/// bytes long. `Ok(None)` if there is no ext magic; an error if there is
+/// but the filesystem is damaged or uses something not handled here.
+pub fn probe(src: &dyn ReadAt, len: u64) -> Result<Option<ExtInfo>, Ext4Error> {
+    let Some((sb, descs)) = open(src, len)? else { return Ok(None) };
+    let end_of_superblock = SUPERBLOCK_AT + SUPERBLOCK_LEN as u64;
     let mut used = RangeSet::new();
     used.insert(0, end_of_superblock);
     allocated(src, &sb, &descs, &mut used)?;

@@ -17,10 +17,7 @@
 //! the directory, which an htree directory allows), read encrypted files or
 //! directories, or follow data stored in an EA inode; those are errors.
 
-use super::{
-    crc32c, read, read_descriptors, Checksum, Ext4Error, Fields, GroupDesc, Superblock, MAGIC, MAGIC_AT, SUPERBLOCK_AT,
-    SUPERBLOCK_LEN,
-};
+use super::{crc32c, read, Checksum, Ext4Error, Fields, GroupDesc, Superblock};
 use crate::source::ReadAt;
 
 /// The kernel follows 40; [`read_file`] promises 16, plenty for any OS tree.
@@ -150,17 +147,7 @@ impl Target<'_> {
 
 impl<'a> Fs<'a> {
     fn open(src: &'a dyn ReadAt, len: u64) -> Result<Option<Self>, Ext4Error> {
-        if len < SUPERBLOCK_AT + SUPERBLOCK_LEN as u64 {
-            return Ok(None);
-        }
-        let mut raw = [0u8; SUPERBLOCK_LEN];
-        read(src, &mut raw, SUPERBLOCK_AT)?;
-        if Fields::new(&raw, "superblock").u16(MAGIC_AT)? != MAGIC {
-            return Ok(None);
-        }
-        let sb = Superblock::parse(&raw, len)?;
-        let descs = read_descriptors(src, &sb)?;
-        Ok(Some(Fs { src, sb, descs }))
+        Ok(super::open(src, len)?.map(|(sb, descs)| Fs { src, sb, descs }))
     }
 
     fn read_file(&self, path: &str, max: usize) -> Result<Option<Vec<u8>>, Ext4Error> {
