@@ -6,6 +6,8 @@ set -eu
 # package:command-that-proves-it-is-installed
 want="
 bc:bc
+nftables:nft
+iproute2:ip
 cpio:cpio
 e2fsprogs:mkfs.ext4
 fdisk:sfdisk

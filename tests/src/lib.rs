@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+pub mod netbed;
+
 pub use tempfile::TempDir;
 
 pub const MIB: u64 = 1 << 20;
