@@ -35,7 +35,9 @@ fn ext4_over_a_gib_of_deleted_data_round_trips_and_beats_plain_zstd() {
     sh(Command::new("zstd").args(["-q", "-3", "-T0", "-f"]).arg(&disk).arg("-o").arg(&zst));
     let plain = std::fs::metadata(&zst).unwrap().len();
     let ours = bed.store_bytes();
-    eprintln!("1280 MiB disk, 1100 MiB deleted: capture read {read} bytes, image {ours} bytes, plain zstd -3 {plain} bytes");
+    eprintln!(
+        "1280 MiB disk, 1100 MiB deleted: capture read {read} bytes, image {ours} bytes, plain zstd -3 {plain} bytes"
+    );
     assert!(ours * 4 < plain, "image {ours} bytes is not far smaller than plain zstd {plain} bytes");
 
     let out = bed.path("out.img");
