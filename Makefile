@@ -5,7 +5,7 @@
 #                devices, FUSE)
 #   make bench   capture/deploy figures beside partclone + zstd
 #   make deps    install the Debian packages all of the above need
-#   make fuzz    run the proto fuzz targets for a while (needs cargo-fuzz)
+#   make fuzz    run every fuzz target for a while (needs cargo-fuzz)
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
@@ -34,7 +34,9 @@ bench: deps
 
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
-	cd proto/fuzz && for t in manifest chunk; do \
+	cd proto/fuzz && for t in manifest chunk mcast; do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	cd pxe/fuzz && for t in tftp dhcp; do \
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 clean:

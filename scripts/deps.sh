@@ -7,6 +7,10 @@ set -eu
 want="
 bc:bc
 nftables:nft
+busybox:busybox
+curl:curl
+tftp-hpa:tftp
+atftp:atftp
 iproute2:ip
 cpio:cpio
 e2fsprogs:mkfs.ext4

@@ -1,7 +1,13 @@
-//! Network boot services: DHCP (full and proxy), a read-only TFTP server
-//! and iPXE script rendering.
+//! Network boot services: DHCP (full and proxy, [`dhcp`]) and a read-only
+//! TFTP server ([`tftp`]). iPXE script rendering comes with the boot work.
 //!
-//! Empty for now: the network-boot work fills it. It will know nothing of
-//! the catalog; boot decisions come through a trait the server implements.
+//! This crate knows nothing of the catalog: boot decisions come through
+//! [`dhcp::BootPolicy`], which the server implements. Both protocols have a
+//! sans-IO core (`dhcp::Responder`, `tftp::transfer::Transfer`) and a thin
+//! tokio driver; every packet from the network is decoded strictly and
+//! fuzzed (`pxe/fuzz`).
 
 #![forbid(unsafe_code)]
+
+pub mod dhcp;
+pub mod tftp;
