@@ -18,6 +18,7 @@ pub mod chunk;
 pub mod codec;
 pub mod id;
 pub mod manifest;
+pub mod mcast;
 
 pub use chunk::WINDOW_SIZE;
 pub use id::{ChunkHash, ImageId, KeyId, RawHash};
