@@ -138,38 +138,9 @@ pub fn deploy(
         .collect();
     progress.total.store(jobs.iter().map(|(_, c)| u64::from(c.rsize)).sum(), Ordering::Relaxed);
 
-    // Zero what the source held as zeros, and apply the free policy, first:
-    // these ranges never overlap chunk extents.
-    for t in targets {
-        let seg = &manifest.segments[t.segment];
-        let mut covered = RangeSet::new();
-        for z in &seg.zero {
-            covered.insert(z.start, z.start + z.len);
-            if let Some((off, len)) = t.map(z.start, z.start + z.len) {
-                dest.zero_range(off, len).map_err(DeployError::Write)?;
-                stats.zeroed_bytes += len;
-            }
-        }
-        if free == FreePolicy::Leave {
-            continue;
-        }
-        for c in &seg.chunks {
-            let base = c.window * WINDOW_SIZE;
-            for e in &c.extents {
-                covered.insert(base + u64::from(e.offset), base + e.end());
-            }
-        }
-        for gap in covered.gaps(t.src_start, t.src_end) {
-            if let Some((off, len)) = t.map(gap.start, gap.end) {
-                match free {
-                    FreePolicy::Zero => dest.zero_range(off, len),
-                    _ => dest.discard_range(off, len),
-                }
-                .map_err(DeployError::Write)?;
-                stats.free_bytes += len;
-            }
-        }
-    }
+    let (zeroed, freed) = prepare(manifest, targets, dest, free)?;
+    stats.zeroed_bytes = zeroed;
+    stats.free_bytes = freed;
 
     let workers = workers.max(1);
     let next = AtomicUsize::new(0);
@@ -218,20 +189,14 @@ pub fn deploy(
         // The writer: this thread.
         let mut written = (0u64, 0u64, 0u64);
         for (t, window, raw, n) in rx {
-            let base = window * WINDOW_SIZE;
-            for (e, bytes) in raw.extents() {
-                let s = base + u64::from(e.offset);
-                if let Some((off, len)) = t.map(s, s + u64::from(e.len)) {
-                    // `off` is where max(s, src_start) landed.
-                    let from = (off - t.dest_start + t.src_start - s) as usize;
-                    if let Err(e) = dest.write_all_at(&bytes[from..from + len as usize], off) {
-                        stop.store(true, Ordering::Relaxed);
-                        return Err(DeployError::Write(e));
-                    }
-                    written.0 += len;
+            match write_window(dest, t, window, &raw) {
+                Ok(w) => written.0 += w,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(DeployError::Write(e));
                 }
-                progress.add(u64::from(e.len));
             }
+            progress.add(raw.extents().map(|(e, _)| u64::from(e.len)).sum());
             written.1 += 1;
             written.2 += n;
         }
@@ -247,4 +212,93 @@ pub fn deploy(
     dest.sync().map_err(DeployError::Write)?;
     stats.elapsed = start.elapsed();
     Ok(stats)
+}
+
+/// Before any chunk is written: zeros the ranges the source held as zeros
+/// (always) and applies the free-space policy to what the image does not
+/// restore. These ranges never overlap chunk extents. Returns the bytes
+/// zeroed and the free bytes handled.
+pub fn prepare(
+    manifest: &Manifest,
+    targets: &[Target],
+    dest: &Device,
+    free: FreePolicy,
+) -> Result<(u64, u64), DeployError> {
+    let (mut zeroed, mut freed) = (0u64, 0u64);
+    for t in targets {
+        let seg = &manifest.segments[t.segment];
+        let mut covered = RangeSet::new();
+        for z in &seg.zero {
+            covered.insert(z.start, z.start + z.len);
+            if let Some((off, len)) = t.map(z.start, z.start + z.len) {
+                dest.zero_range(off, len).map_err(DeployError::Write)?;
+                zeroed += len;
+            }
+        }
+        if free == FreePolicy::Leave {
+            continue;
+        }
+        for c in &seg.chunks {
+            let base = c.window * WINDOW_SIZE;
+            for e in &c.extents {
+                covered.insert(base + u64::from(e.offset), base + e.end());
+            }
+        }
+        for gap in covered.gaps(t.src_start, t.src_end) {
+            if let Some((off, len)) = t.map(gap.start, gap.end) {
+                match free {
+                    FreePolicy::Zero => dest.zero_range(off, len),
+                    _ => dest.discard_range(off, len),
+                }
+                .map_err(DeployError::Write)?;
+                freed += len;
+            }
+        }
+    }
+
+    Ok((zeroed, freed))
+}
+
+/// Writes a verified window's extents where `t` places them; returns the
+/// bytes written (extents outside the target are skipped).
+pub fn write_window(dest: &Device, t: &Target, window: u64, raw: &RawWindow) -> io::Result<u64> {
+    let base = window * WINDOW_SIZE;
+    let mut written = 0;
+    for (e, bytes) in raw.extents() {
+        let s = base + u64::from(e.offset);
+        if let Some((off, len)) = t.map(s, s + u64::from(e.len)) {
+            // `off` is where max(s, src_start) landed.
+            let from = (off - t.dest_start + t.src_start - s) as usize;
+            dest.write_all_at(&bytes[from..from + len as usize], off)?;
+            written += len;
+        }
+    }
+    Ok(written)
+}
+
+/// After the chunks are written and synced: on a whole-disk image written
+/// to a larger disk, moves the GPT to the disk's end; then asks the kernel
+/// to reread the table. Returns whether the GPT was grown and a warning if
+/// the kernel would not reread (the new table is on disk either way).
+pub fn finish(m: &Manifest, dest: &Device, partition: Option<u32>) -> Result<(bool, Option<String>), DeployError> {
+    use shoal_proto::manifest::{ImageKind, TableKind};
+    let whole = m.kind == ImageKind::WholeDisk && partition.is_none();
+    let mut grown = false;
+    if whole && dest.size() > m.source_size && m.table.as_ref().is_some_and(|t| t.kind == TableKind::Gpt) {
+        let table_err = |e: crate::table::TableError| DeployError::Write(io::Error::other(e.to_string()));
+        if let Some(t) = crate::table::probe(dest, dest.size()).map_err(table_err)? {
+            let writes = crate::table::grow_gpt(dest, &t, dest.size()).map_err(table_err)?;
+            for (off, bytes) in &writes {
+                dest.write_all_at(bytes, *off).map_err(DeployError::Write)?;
+            }
+            dest.sync().map_err(DeployError::Write)?;
+            grown = !writes.is_empty();
+        }
+    }
+    let warning = if whole {
+        dest.reread_partitions().err().map(|e| format!("the kernel did not reread the partition table: {e}"))
+    } else {
+        None
+    };
+    Ok((grown, warning))
 }

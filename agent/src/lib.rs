@@ -13,6 +13,7 @@ pub mod check;
 pub mod deploy;
 pub mod device;
 pub mod ext4;
+pub mod load;
 pub mod os_release;
 pub mod place;
 pub mod plan;

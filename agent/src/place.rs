@@ -139,3 +139,19 @@ pub fn place(m: &Manifest, dest: &Device, partition: Option<u32>) -> Result<Vec<
         }
     }
 }
+
+/// The size of the file that holds what `place` would write from `m` (for
+/// a target that does not exist yet): the disk, the partition asked for,
+/// or the only segment. `None` for a multi-partition image, which needs a
+/// partitioned disk.
+pub fn image_size(m: &Manifest, partition: Option<u32>) -> Option<u64> {
+    match (m.kind, partition) {
+        (ImageKind::WholeDisk, None) => Some(m.source_size),
+        (ImageKind::WholeDisk, Some(n)) => {
+            m.table.as_ref().and_then(|t| t.partitions.iter().find(|p| p.number == n)).map(|p| p.size)
+        }
+        (_, Some(n)) => m.segments.iter().find(|s| s.partition == Some(n)).or(m.segments.first()).map(|s| s.size),
+        (_, None) if m.segments.len() == 1 => Some(m.segments[0].size),
+        (_, None) => None,
+    }
+}

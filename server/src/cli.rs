@@ -33,6 +33,41 @@ pub enum Command {
     /// Capture, deploy and inspect images.
     #[command(subcommand)]
     Image(ImageCommand),
+
+    /// Print the server's manifest-signing public key (hex), for agents'
+    /// --key and other servers' trusted keys.
+    Key,
+
+    /// Run the imaging server: serve images to nodes over HTTP and
+    /// multicast sessions. Runs until SIGINT or SIGTERM.
+    Server(ServerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address and port for the HTTP API.
+    #[arg(long, default_value = "0.0.0.0:4870")]
+    pub listen: std::net::SocketAddr,
+    /// Address of the interface multicast sessions use (default: the
+    /// kernel's choice by route).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub mcast_iface: std::net::Ipv4Addr,
+    /// First multicast group; each concurrent image takes the next one.
+    #[arg(long, default_value = "239.192.77.0")]
+    pub group_base: std::net::Ipv4Addr,
+    /// UDP port of the first multicast session; each concurrent image takes
+    /// the next one.
+    #[arg(long, default_value_t = 4871)]
+    pub mcast_port: u16,
+    /// Multicast TTL (1 keeps sessions on the local segment).
+    #[arg(long, default_value_t = 1)]
+    pub ttl: u32,
+    /// Ceiling on each session's send rate, in megabits per second.
+    #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub rate_mbit: u64,
+    /// Seconds without requests after which a session ends.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,7 +14,7 @@ use shoal_agent::capture::{capture, Progress};
 use shoal_agent::deploy::{deploy, precheck, ChunkSource, FreePolicy};
 use shoal_agent::device::Device;
 use shoal_agent::place::{place, Target};
-use shoal_agent::{check, plan, table};
+use shoal_agent::{check, plan};
 use shoal_proto::chunk;
 use shoal_proto::manifest::{ImageKind, Manifest, SignedManifest, TableKind};
 use shoal_proto::ImageId;
@@ -40,7 +40,16 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 type Result<T> = std::result::Result<T, Failure>;
 
 pub fn run(cli: &Cli) -> Result<()> {
-    let Command::Image(cmd) = &cli.command;
+    let cmd = match &cli.command {
+        Command::Image(cmd) => cmd,
+        Command::Server(a) => return serve(cli, a),
+        Command::Key => {
+            let store = Store::open(&cli.data_dir)
+                .with_context(|| format!("opening the store at {}", cli.data_dir.display()))?;
+            println!("{}", store.keys().public());
+            return Ok(());
+        }
+    };
     let out = Out { json: cli.json, quiet: cli.quiet || cli.json };
     let store =
         || Store::open(&cli.data_dir).with_context(|| format!("opening the store at {}", cli.data_dir.display()));
@@ -86,6 +95,20 @@ pub fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
+    let store =
+        Store::open(&cli.data_dir).with_context(|| format!("opening the store at {}", cli.data_dir.display()))?;
+    let mut sessions = crate::serve::default_session_config();
+    sessions.iface = a.mcast_iface;
+    sessions.group_base = a.group_base;
+    sessions.port = a.mcast_port;
+    sessions.ttl = a.ttl;
+    sessions.max_rate = a.rate_mbit * 1_000_000 / 8;
+    sessions.idle = std::time::Duration::from_secs(a.idle_secs);
+    crate::serve::run(store, crate::serve::ServerConfig { listen: a.listen, sessions })?;
+    Ok(())
 }
 
 /// Where results go: JSON on stdout, or text.
@@ -229,22 +252,11 @@ fn open_dest(m: &Manifest, dest: &Path, partition: Option<u32>) -> Result<(Devic
     if dest.exists() {
         return Ok((Device::open_rw(dest)?, false));
     }
-    let size = match (m.kind, partition) {
-        (ImageKind::WholeDisk, None) => m.source_size,
-        (ImageKind::WholeDisk, Some(n)) => m
-            .table
-            .as_ref()
-            .and_then(|t| t.partitions.iter().find(|p| p.number == n))
-            .map(|p| p.size)
-            .ok_or_else(|| anyhow!("the image has no partition {n}"))?,
-        (_, Some(n)) => m.segments.iter().find(|s| s.partition == Some(n)).or(m.segments.first()).map_or(0, |s| s.size),
-        (_, None) if m.segments.len() == 1 => m.segments[0].size,
-        (_, None) => {
-            return Err(Failure::Other(anyhow!(
-                "{} does not exist, and a multi-partition image needs a partitioned disk",
-                dest.display()
-            )))
-        }
+    let Some(size) = shoal_agent::place::image_size(m, partition) else {
+        return Err(Failure::Other(anyhow!(
+            "{} does not exist, and a multi-partition image needs a partitioned disk",
+            dest.display()
+        )));
     };
     Ok((Device::create(dest, size)?, true))
 }
@@ -307,22 +319,9 @@ fn deploy_onto(
         shoal_agent::deploy::DeployError::Chunk(_) => Failure::Verify(e.into()),
         e => Failure::Other(e.into()),
     })?;
-    let mut grown = false;
-    let whole = m.kind == ImageKind::WholeDisk && partition.is_none();
-    if whole && dest.size() > m.source_size && m.table.as_ref().is_some_and(|t| t.kind == TableKind::Gpt) {
-        if let Some(t) = table::probe(dest, dest.size())? {
-            let writes = table::grow_gpt(dest, &t, dest.size())?;
-            for (off, bytes) in &writes {
-                dest.write_all_at(bytes, *off)?;
-            }
-            dest.sync()?;
-            grown = !writes.is_empty();
-        }
-    }
-    if whole {
-        if let Err(e) = dest.reread_partitions() {
-            out.warn(&format!("the kernel did not reread the partition table: {e}"));
-        }
+    let (grown, warning) = shoal_agent::deploy::finish(m, dest, partition)?;
+    if let Some(w) = warning {
+        out.warn(&w);
     }
     Ok((stats, grown))
 }

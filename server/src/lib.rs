@@ -14,4 +14,5 @@ pub mod cli;
 pub mod image;
 pub mod keys;
 pub mod progress;
+pub mod serve;
 pub mod store;

@@ -10,6 +10,7 @@ use shoal_server::image::Failure;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     match shoal_server::image::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Verify(e)) => {

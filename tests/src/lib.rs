@@ -22,19 +22,33 @@ pub const GIB: u64 = 1 << 30;
 /// The workspace's target directory, and the `shoal` binary, built once
 /// per test process so tests never run a stale one.
 pub fn shoal_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    &bins().0
+}
+
+/// The hostile host of the multicast tests (`src/bin/shoal-forge.rs`).
+pub fn forge_bin() -> PathBuf {
+    bins().1.with_file_name("shoal-forge")
+}
+
+/// The `shoal-agent` binary, built with `shoal`.
+pub fn agent_bin() -> &'static Path {
+    &bins().1
+}
+
+fn bins() -> &'static (PathBuf, PathBuf) {
+    static BIN: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BIN.get_or_init(|| {
         let root =
             Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("invariant: tests/ is in the workspace").to_owned();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
-            .args(["build", "--quiet", "--bin", "shoal"])
+            .args(["build", "--quiet", "--bin", "shoal", "--bin", "shoal-agent", "--bin", "shoal-forge"])
             .current_dir(&root)
             .status()
             .expect("cargo runs");
         assert!(st.success(), "building the shoal binary failed");
         let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
-        target.join("debug/shoal")
+        (target.join("debug/shoal"), target.join("debug/shoal-agent"))
     })
 }
 

@@ -21,7 +21,7 @@ fn multicast(bed: &mut NetBed, from: usize, to: usize, count: u32) -> u32 {
     let send = format!(
         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\nfor i in range({count}): s.sendto(b'x'*1000,('239.77.0.1',47000))\n"
     );
-    sh(&mut tx.command("/usr/bin/python3").args(["-c", &send]));
+    sh(tx.command("/usr/bin/python3").args(["-c", &send]));
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }

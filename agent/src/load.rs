@@ -1,0 +1,433 @@
+//! Loading an image from a Shoal server: the signed manifest over HTTP,
+//! the chunks from the image's multicast session (or over HTTP by hash when
+//! no multicast arrives), each verified before it is written.
+//!
+//! The driver moves datagrams between one UDP socket and the sans-IO
+//! receiver in `shoal_proto::mcast`; worker threads decompress and write
+//! verified chunks while it keeps receiving. Memory is bounded by the
+//! receiver's held-chunk limit plus one chunk per worker.
+//!
+//! Windows the target already holds (a restarted load, or a node reloaded
+//! with the image it has) are found by their raw-content hashes before the
+//! session is joined and are not fetched again.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use shoal_proto::chunk::{self, VerifiedChunk};
+use shoal_proto::manifest::{ChunkRef, Manifest, SignedManifest};
+use shoal_proto::mcast::{receiver, Receiver, ReceiverConfig, ReceiverId, SessionId, Time, MAX_DATAGRAM};
+use shoal_proto::{ImageId, KeyId};
+
+use crate::deploy::{self, FreePolicy};
+use crate::device::Device;
+use crate::place::{place, Target};
+
+/// What to load, from where, onto what.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// The server's base URL, e.g. `http://10.0.0.1:4870`.
+    pub server: String,
+    pub image: String,
+    pub dest: PathBuf,
+    pub partition: Option<u32>,
+    /// The key manifests must be signed with; `None` trusts the key the
+    /// server reports (for use outside the initramfs, which bakes it in).
+    pub key: Option<KeyId>,
+    /// Check hashes, write nothing.
+    pub verify_only: bool,
+    pub free: FreePolicy,
+    /// No multicast data for this long: fetch the rest over HTTP.
+    pub fallback_after: Duration,
+    /// Address of the interface to join the group on (unspecified: by route).
+    pub iface: Ipv4Addr,
+    pub workers: usize,
+}
+
+/// What happened, for the operator and the server.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct LoadReport {
+    pub image: Option<ImageId>,
+    pub chunks: u64,
+    pub chunks_present: u64,
+    pub chunks_multicast: u64,
+    pub chunks_http: u64,
+    pub chunks_failed_verification: u64,
+    pub bytes_written: u64,
+    pub bytes_received: u64,
+    pub duplicate_blocks: u64,
+    pub requests_sent: u64,
+    pub malformed_packets: u64,
+    pub fell_back_to_http: bool,
+    #[serde(serialize_with = "crate::capture::secs")]
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// the server could not be reached or answered with an error
+    #[error("{0}")]
+    Http(String),
+    /// the manifest is malformed or its signature does not check out
+    #[error("manifest")]
+    Manifest(#[from] shoal_proto::manifest::SignatureError),
+    #[error("placing the image on the target")]
+    Place(#[from] crate::place::PlaceError),
+    #[error(transparent)]
+    Deploy(#[from] deploy::DeployError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// the session's parameters are unusable
+    #[error("session: {0}")]
+    Session(String),
+}
+
+fn http_get(url: &str, limit: u64) -> Result<Vec<u8>, LoadError> {
+    let resp = ureq::get(url).call().map_err(|e| LoadError::Http(format!("GET {url}: {e}")))?;
+    resp.into_body().with_config().limit(limit).read_to_vec().map_err(|e| LoadError::Http(format!("GET {url}: {e}")))
+}
+
+#[derive(serde::Deserialize)]
+struct SessionInfo {
+    session: u64,
+    group: Ipv4Addr,
+    port: u16,
+}
+
+/// One chunk of the flattened manifest list, with where it lands.
+struct Job<'a> {
+    target: &'a Target,
+    chunk: &'a ChunkRef,
+}
+
+/// Loads the image. Blocks until done.
+pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
+    let start = Instant::now();
+    let base = cfg.server.trim_end_matches('/');
+    let key = match cfg.key {
+        Some(k) => k,
+        None => {
+            let text = http_get(&format!("{base}/v1/key"), 1024)?;
+            let text = String::from_utf8_lossy(&text);
+            tracing::warn!("trusting the server's key {} (no --key given)", text.trim());
+            text.trim().parse().map_err(|_| LoadError::Http(format!("{base}/v1/key: not a key")))?
+        }
+    };
+    let bytes = http_get(&format!("{base}/v1/images/{}/manifest", cfg.image), 1 << 30)?;
+    let signed = SignedManifest::from_bytes(&bytes).map_err(shoal_proto::manifest::SignatureError::from)?;
+    let m = signed.verify(&[key])?.manifest;
+    let dest = if cfg.verify_only {
+        Device::open(&cfg.dest)?
+    } else if !cfg.dest.exists() {
+        // A file target made to measure, as `shoal image deploy` does.
+        let size = crate::place::image_size(&m, cfg.partition)
+            .ok_or_else(|| LoadError::Session("a multi-partition image needs a partitioned disk".into()))?;
+        Device::create(&cfg.dest, size)?
+    } else {
+        Device::open_rw(&cfg.dest)?
+    };
+    let targets = place(&m, &dest, cfg.partition)?;
+    let mut report = LoadReport { image: Some(m.id), ..Default::default() };
+
+    // The flattened chunk list is what the session numbers.
+    let all: Vec<&ChunkRef> = m.chunks().map(|(_, c)| c).collect();
+    let mut jobs: Vec<Option<Job<'_>>> = Vec::with_capacity(all.len());
+    for (i, c) in m.chunks().enumerate() {
+        let seg = m.segments.iter().position(|s| std::ptr::eq(s, c.0)).unwrap_or(0);
+        let t = targets.iter().find(|t| {
+            t.segment == seg
+                && t.overlaps(c.1.window * shoal_proto::WINDOW_SIZE, (c.1.window + 1) * shoal_proto::WINDOW_SIZE)
+        });
+        jobs.push(t.map(|target| Job { target, chunk: all[i] }));
+    }
+    // What the target already holds is not fetched again.
+    let mut need = Vec::new();
+    let mut buf = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let Some(j) = j else { continue };
+        report.chunks += 1;
+        if crate::check::holds(&dest, j.target, j.chunk, &mut buf)? {
+            report.chunks_present += 1;
+        } else {
+            need.push(i as u32);
+        }
+    }
+    tracing::info!(
+        chunks = report.chunks,
+        present = report.chunks_present,
+        "image {} ({}:{})",
+        m.id,
+        m.name,
+        m.version
+    );
+    if !cfg.verify_only {
+        deploy::prepare(&m, &targets, &dest, cfg.free)?;
+    }
+    if !need.is_empty() {
+        receive(cfg, base, &m, &jobs, &need, &dest, &mut report)?;
+    }
+    if !cfg.verify_only {
+        dest.sync()?;
+        let (_, warning) = deploy::finish(&m, &dest, cfg.partition)?;
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// A verified chunk on its way to a writer.
+struct Work {
+    index: u32,
+    window: u64,
+    target: Target,
+    chunk: VerifiedChunk,
+}
+
+fn join_session(base: &str, image: &ImageId) -> Result<SessionInfo, LoadError> {
+    let body = ureq::post(&format!("{base}/v1/images/{image}/session"))
+        .send_empty()
+        .map_err(|e| LoadError::Http(format!("joining the session: {e}")))?
+        .into_body()
+        .read_to_vec()
+        .map_err(|e| LoadError::Http(format!("joining the session: {e}")))?;
+    let info: SessionInfo = serde_json::from_slice(&body).map_err(|e| LoadError::Session(e.to_string()))?;
+    if !info.group.is_multicast() {
+        return Err(LoadError::Session(format!("{} is not a multicast group", info.group)));
+    }
+    Ok(info)
+}
+
+fn new_receiver(
+    info: &SessionInfo,
+    sizes: &[u32],
+    need: impl IntoIterator<Item = u32>,
+    now: Time,
+) -> Result<Receiver, LoadError> {
+    let mut rnd = [0u8; 16];
+    getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
+    let (a, b) = rnd.split_at(8);
+    let id = u64::from_le_bytes(a.try_into().expect("invariant: split at 8 of 16"));
+    let seed = u64::from_le_bytes(b.try_into().expect("invariant: split at 8 of 16"));
+    // 32 MiB of chunks in assembly keeps the agent inside a small node's RAM.
+    let rcfg = ReceiverConfig { max_held_bytes: 32 << 20, ..ReceiverConfig::default() };
+    Receiver::new(rcfg, SessionId(info.session), ReceiverId(id), sizes.to_vec(), need, seed, now)
+        .map_err(|e| LoadError::Session(e.to_string()))
+}
+
+fn receive(
+    cfg: &LoadConfig,
+    base: &str,
+    m: &Manifest,
+    jobs: &[Option<Job<'_>>],
+    need: &[u32],
+    dest: &Device,
+    report: &mut LoadReport,
+) -> Result<(), LoadError> {
+    let sizes: Vec<u32> = m.chunks().map(|(_, c)| c.csize).collect();
+    let clock = Instant::now();
+    let now = || Time::from_duration(clock.elapsed());
+    let mut info = join_session(base, &m.id)?;
+    let mut sock = net::join(info.group, info.port, cfg.iface)?;
+    let mut rx = new_receiver(&info, &sizes, need.iter().copied(), now())?;
+    let mut retired = receiver::ReceiverStats::default();
+
+    let workers = cfg.workers.max(1);
+    let (work_tx, work_rx) = mpsc::sync_channel::<Work>(workers);
+    let work_rx = std::sync::Mutex::new(work_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(u32, Result<u64, LoadError>)>();
+    let mut remaining: BTreeSet<u32> = need.iter().copied().collect();
+    let mut in_flight: BTreeSet<u32> = BTreeSet::new();
+    std::thread::scope(|s| -> Result<(), LoadError> {
+        for _ in 0..workers {
+            let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+            s.spawn(move || {
+                let Ok(mut z) = zstd::bulk::Decompressor::new() else { return };
+                loop {
+                    let w = match work_rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(w) = w else { return };
+                    let res = w.chunk.decompress(&mut z, Vec::new()).map_err(|e| LoadError::Deploy(e.into())).and_then(
+                        |raw| {
+                            if cfg.verify_only {
+                                Ok(0)
+                            } else {
+                                deploy::write_window(dest, &w.target, w.window, &raw).map_err(LoadError::Io)
+                            }
+                        },
+                    );
+                    if done_tx.send((w.index, res)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let result = (|| -> Result<(), LoadError> {
+            let mut out = Vec::with_capacity(MAX_DATAGRAM);
+            let mut inbuf = vec![0u8; 65536];
+            let mut http = false;
+            let mut rejoined = false;
+            let mut heard = (0u64, Instant::now());
+            let send = |rx: &mut Receiver, sock: &UdpSocket, out: &mut Vec<u8>, to: SocketAddr| loop {
+                out.clear();
+                let Some(t) = rx.poll_transmit(now(), out) else { break };
+                out.truncate(t.size);
+                if let Err(e) = sock.send_to(out, to) {
+                    tracing::debug!("send: {e}");
+                }
+            };
+            while !remaining.is_empty() {
+                while let Ok((index, res)) = done_rx.try_recv() {
+                    report.bytes_written += res?;
+                    remaining.remove(&index);
+                    in_flight.remove(&index);
+                    if !http {
+                        rx.chunk_done(now(), index);
+                    }
+                }
+                if remaining.is_empty() {
+                    break;
+                }
+                if http {
+                    let Some(&index) = remaining.iter().find(|i| !in_flight.contains(i)) else {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    };
+                    let j = jobs
+                        .get(index as usize)
+                        .and_then(Option::as_ref)
+                        .ok_or_else(|| LoadError::Session("chunk without a target".into()))?;
+                    let limit = chunk::MAX_CHUNK_BYTES as u64;
+                    let bytes = http_get(&format!("{base}/v1/chunks/{}", j.chunk.hash), limit)?;
+                    report.bytes_received += bytes.len() as u64;
+                    let v = chunk::verify(bytes, &j.chunk.hash, &j.chunk.raw_hash, &j.chunk.extents)
+                        .map_err(|e| LoadError::Deploy(e.into()))?;
+                    report.chunks_http += 1;
+                    in_flight.insert(index);
+                    let w = Work { index, window: j.chunk.window, target: j.target.clone(), chunk: v };
+                    work_tx.send(w).map_err(|_| LoadError::Session("writers stopped".into()))?;
+                    continue;
+                }
+                let to = SocketAddr::V4(SocketAddrV4::new(info.group, info.port));
+                send(&mut rx, &sock, &mut out, to);
+                while let Some(ev) = rx.poll() {
+                    match ev {
+                        receiver::Event::Chunk { index, bytes } => {
+                            let Some(j) = jobs.get(index as usize).and_then(Option::as_ref) else {
+                                rx.chunk_failed(now(), index);
+                                continue;
+                            };
+                            match chunk::verify(bytes, &j.chunk.hash, &j.chunk.raw_hash, &j.chunk.extents) {
+                                Ok(v) => {
+                                    report.chunks_multicast += 1;
+                                    in_flight.insert(index);
+                                    let w = Work { index, window: j.chunk.window, target: j.target.clone(), chunk: v };
+                                    work_tx.send(w).map_err(|_| LoadError::Session("writers stopped".into()))?;
+                                }
+                                Err(e) => {
+                                    report.chunks_failed_verification += 1;
+                                    tracing::warn!("chunk {index} from multicast failed verification: {e}");
+                                    rx.chunk_failed(now(), index);
+                                }
+                            }
+                        }
+                        receiver::Event::SenderSilent { .. } => tracing::warn!("the session went silent"),
+                        receiver::Event::SenderHeard => tracing::info!("the session is back"),
+                        receiver::Event::Done => {}
+                    }
+                }
+                // Progress is bytes arriving; none for a while means the
+                // session is gone (server restarted) or multicast is blocked.
+                let got = rx.stats().bytes_received;
+                if got != heard.0 {
+                    heard = (got, Instant::now());
+                } else if heard.1.elapsed() > cfg.fallback_after {
+                    if !rejoined {
+                        // A restarted server runs a new session: join it.
+                        rejoined = true;
+                        heard.1 = Instant::now();
+                        let fresh = join_session(base, &m.id)?;
+                        if fresh.session != info.session {
+                            tracing::warn!("the session changed (server restarted?): rejoining");
+                            accumulate(&mut retired, rx.stats());
+                            info = fresh;
+                            sock = net::join(info.group, info.port, cfg.iface)?;
+                            let left: Vec<u32> = remaining.iter().copied().filter(|i| !in_flight.contains(i)).collect();
+                            rx = new_receiver(&info, &sizes, left, now())?;
+                            continue;
+                        }
+                    } else {
+                        tracing::warn!("no multicast data for {:?}: fetching the rest over HTTP", cfg.fallback_after);
+                        report.fell_back_to_http = true;
+                        http = true;
+                        continue;
+                    }
+                }
+                let wait = rx.poll_timeout().map_or(Duration::from_millis(50), |t| t.saturating_since(now()));
+                sock.set_read_timeout(Some(wait.clamp(Duration::from_micros(200), Duration::from_millis(50))))?;
+                match sock.recv_from(&mut inbuf) {
+                    Ok((n, from)) => rx.handle(now(), from, &inbuf[..n]),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if rx.poll_timeout().is_some_and(|t| t <= now()) {
+                    rx.handle_timeout(now());
+                }
+            }
+            if !http {
+                // The final report and the leave, so the sender stops serving us.
+                let to = SocketAddr::V4(SocketAddrV4::new(info.group, info.port));
+                send(&mut rx, &sock, &mut out, to);
+            }
+            Ok(())
+        })();
+        drop(work_tx);
+        result
+    })?;
+    accumulate(&mut retired, rx.stats());
+    report.duplicate_blocks = retired.duplicate_blocks;
+    report.requests_sent = retired.requests_sent;
+    report.malformed_packets = retired.malformed;
+    report.bytes_received += retired.bytes_received;
+    Ok(())
+}
+
+fn accumulate(total: &mut receiver::ReceiverStats, s: &receiver::ReceiverStats) {
+    total.duplicate_blocks += s.duplicate_blocks;
+    total.requests_sent += s.requests_sent;
+    total.malformed += s.malformed;
+    total.bytes_received += s.bytes_received;
+}
+
+mod net {
+    //! The receiver's socket: joined to the session's group.
+
+    use std::io;
+    use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    pub fn join(group: Ipv4Addr, port: u16, iface: Ipv4Addr) -> io::Result<UdpSocket> {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.bind(&SocketAddrV4::new(group, port).into())?;
+        s.join_multicast_v4(&group, &iface)?;
+        if !iface.is_unspecified() {
+            s.set_multicast_if_v4(&iface)?;
+        }
+        s.set_multicast_ttl_v4(1)?;
+        // Peers' requests matter (suppression); our own do not.
+        s.set_multicast_loop_v4(false)?;
+        let _ = s.set_recv_buffer_size(8 << 20);
+        Ok(s.into())
+    }
+}

@@ -1,0 +1,126 @@
+//! `shoal-agent`: the node side of Shoal. Today: `load`, which loads an
+//! image from a Shoal server onto a disk, partition or file, and also runs
+//! outside the initramfs.
+//!
+//! Exit status: 0 success, 1 error, 2 bad arguments.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use shoal_agent::deploy::FreePolicy;
+use shoal_agent::load::{load, LoadConfig};
+
+/// The Shoal node agent.
+#[derive(Parser, Debug)]
+#[command(name = "shoal-agent", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load an image from a Shoal server's multicast session.
+    ///
+    /// Fetches the signed manifest over HTTP, skips windows DEST already
+    /// holds, receives the rest from the image's multicast session
+    /// (falling back to HTTP when no multicast arrives), verifies every
+    /// chunk before writing it, and prints a report.
+    Load(LoadArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Free {
+    /// Leave free space as it is (fastest).
+    Leave,
+    /// Make free space read as zeros.
+    Zero,
+    /// Discard (TRIM) free space.
+    Discard,
+}
+
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// The server's base URL, e.g. http://10.0.0.1:4870.
+    #[arg(long)]
+    server: String,
+    /// Image id or name.
+    #[arg(long)]
+    image: String,
+    /// Disk, partition or file to write.
+    dest: PathBuf,
+    /// Write into this partition of DEST (see `shoal image deploy`).
+    #[arg(long, short)]
+    partition: Option<u32>,
+    /// Check hashes and write nothing: for protocol measurements.
+    #[arg(long)]
+    verify_only: bool,
+    /// What to do with the free space of filesystems in the image.
+    #[arg(long, value_enum, default_value = "leave")]
+    free: Free,
+    /// The server's signing key (hex). Without it the key the server
+    /// reports is trusted, with a warning.
+    #[arg(long)]
+    key: Option<shoal_proto::KeyId>,
+    /// Seconds without multicast data before rejoining, then HTTP.
+    #[arg(long, default_value_t = 5)]
+    fallback_secs: u64,
+    /// Address of the interface to receive multicast on.
+    #[arg(long, default_value = "0.0.0.0")]
+    iface: Ipv4Addr,
+    /// Decompression and write threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    let Command::Load(a) = cli.command;
+    let cfg = LoadConfig {
+        server: a.server,
+        image: a.image,
+        dest: a.dest,
+        partition: a.partition,
+        key: a.key,
+        verify_only: a.verify_only,
+        free: match a.free {
+            Free::Leave => FreePolicy::Leave,
+            Free::Zero => FreePolicy::Zero,
+            Free::Discard => FreePolicy::Discard,
+        },
+        fallback_after: Duration::from_secs(a.fallback_secs),
+        iface: a.iface,
+        workers: a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+    };
+    match load(&cfg) {
+        Ok(r) => {
+            if a.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "loaded {} chunks ({} already present, {} by multicast, {} over HTTP): {} bytes written, {} received, {} duplicate blocks, {} requests, {:.2} s",
+                    r.chunks, r.chunks_present, r.chunks_multicast, r.chunks_http, r.bytes_written, r.bytes_received,
+                    r.duplicate_blocks, r.requests_sent, r.elapsed.as_secs_f64()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                msg += &format!(": {c}");
+                cur = c.source();
+            }
+            eprintln!("shoal-agent: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Socket setup for multicast sessions: the one place socket options live.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A UDP socket that sends to and hears `group:port` through the interface
+/// with address `iface` (unspecified: the kernel's choice by route).
+pub fn multicast_socket(group: Ipv4Addr, port: u16, iface: Ipv4Addr, ttl: u32) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    // Bind the group address itself so only this session's traffic arrives.
+    s.bind(&SocketAddrV4::new(group, port).into())?;
+    s.join_multicast_v4(&group, &iface)?;
+    if !iface.is_unspecified() {
+        s.set_multicast_if_v4(&iface)?;
+    }
+    s.set_multicast_ttl_v4(ttl)?;
+    // Our own blocks and statuses are of no use to us.
+    s.set_multicast_loop_v4(false)?;
+    // Room for a burst of requests from many receivers.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    let sock: UdpSocket = s.into();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    Ok(sock)
+}

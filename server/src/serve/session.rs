@@ -1,0 +1,187 @@
+//! Multicast sessions: one per image being loaded, each on its own group
+//! and port, each driven by a thread that moves datagrams between its
+//! socket and the sans-IO sender in `shoal_proto::mcast`.
+//!
+//! A session starts when the first node asks for an image and ends when
+//! the sender reports itself idle (no requests for the idle time). Chunk
+//! bytes are read from the store as blocks are sent, with the most recent
+//! chunks cached.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_proto::manifest::Manifest;
+use shoal_proto::mcast::{sender, Sender, SenderConfig, SessionId, Time, MAX_DATAGRAM};
+use shoal_proto::{ChunkHash, ImageId};
+
+use super::net::multicast_socket;
+use crate::store::Store;
+
+/// How sessions are placed and paced.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Groups are `base`, `base + 1`, …, one per concurrent image.
+    pub group_base: Ipv4Addr,
+    /// Ports likewise: `port`, `port + 1`, …
+    pub port: u16,
+    /// The address of the interface multicast goes out of.
+    pub iface: Ipv4Addr,
+    pub ttl: u32,
+    /// Rate ceiling in bytes per second.
+    pub max_rate: u64,
+    pub idle: Duration,
+}
+
+/// Where a session is, as told to nodes.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    pub session: u64,
+    pub group: Ipv4Addr,
+    pub port: u16,
+    pub image: ImageId,
+}
+
+struct Running {
+    info: SessionInfo,
+    slot: u32,
+}
+
+/// The sessions this server runs.
+pub struct Sessions {
+    store: Arc<Store>,
+    config: SessionConfig,
+    running: Mutex<HashMap<ImageId, Running>>,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<Store>, config: SessionConfig) -> Arc<Sessions> {
+        Arc::new(Sessions { store, config, running: Mutex::new(HashMap::new()) })
+    }
+
+    /// The session serving `m`, started if there is none.
+    pub fn join(self: &Arc<Self>, m: &Manifest) -> io::Result<SessionInfo> {
+        let mut running = self.running.lock().map_err(|_| io::Error::other("session table poisoned"))?;
+        if let Some(r) = running.get(&m.id) {
+            return Ok(r.info.clone());
+        }
+        let used: Vec<u32> = running.values().map(|r| r.slot).collect();
+        let slot = (0..).find(|s| !used.contains(s)).expect("invariant: fewer sessions than u32::MAX");
+        let group = Ipv4Addr::from(u32::from(self.config.group_base).wrapping_add(slot));
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| io::Error::other(e.to_string()))?;
+        // Distinct groups and ports: hosts filter on both, and switches
+        // that snoop IGMP separate groups.
+        let port = u16::try_from(u32::from(self.config.port) + slot)
+            .map_err(|_| io::Error::other("no multicast port left for another session"))?;
+        let info = SessionInfo { session: u64::from_le_bytes(id), group, port, image: m.id };
+        let sizes: Vec<u32> = m.chunks().map(|(_, c)| c.csize).collect();
+        let hashes: Vec<ChunkHash> = m.chunks().map(|(_, c)| c.hash).collect();
+        let sock = multicast_socket(group, info.port, self.config.iface, self.config.ttl)?;
+        let mut sc = SenderConfig::new(self.config.max_rate);
+        sc.idle_timeout = self.config.idle;
+        let start = Instant::now();
+        let sender = Sender::new(sc, SessionId(info.session), sizes, Time::ZERO)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        running.insert(m.id, Running { info: info.clone(), slot });
+        let me = Arc::clone(self);
+        let image = m.id;
+        let dest = SocketAddr::from((group, info.port));
+        std::thread::Builder::new().name(format!("session-{}", &image.to_hex()[..8])).spawn(move || {
+            tracing::info!(%image, %group, port = dest.port(), "session started");
+            let res = run(sender, &sock, dest, &hashes, &me.store, start);
+            match res {
+                Ok(()) => tracing::info!(%image, "session ended: idle"),
+                Err(e) => tracing::error!(%image, "session failed: {e}"),
+            }
+            if let Ok(mut r) = me.running.lock() {
+                r.remove(&image);
+            }
+        })?;
+        Ok(info)
+    }
+
+    pub fn count(&self) -> usize {
+        self.running.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+/// A few recently read chunks: blocks of one chunk go out back to back.
+struct ChunkCache {
+    entries: VecDeque<(u32, Arc<Vec<u8>>)>,
+}
+
+impl ChunkCache {
+    const SIZE: usize = 16;
+
+    fn get(&mut self, index: u32, hashes: &[ChunkHash], store: &Store) -> io::Result<Arc<Vec<u8>>> {
+        if let Some((_, b)) = self.entries.iter().find(|(i, _)| *i == index) {
+            return Ok(Arc::clone(b));
+        }
+        let hash = hashes.get(index as usize).ok_or_else(|| io::Error::other("chunk index past the image"))?;
+        let bytes = Arc::new(store.read_chunk(hash)?);
+        if self.entries.len() == Self::SIZE {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((index, Arc::clone(&bytes)));
+        Ok(bytes)
+    }
+}
+
+/// Moves datagrams between the socket and the sender until it is idle.
+fn run(
+    mut sender: Sender,
+    sock: &std::net::UdpSocket,
+    dest: SocketAddr,
+    hashes: &[ChunkHash],
+    store: &Store,
+    start: Instant,
+) -> io::Result<()> {
+    let now = || Time::from_duration(start.elapsed());
+    let mut cache = ChunkCache { entries: VecDeque::new() };
+    let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+    let mut rx = vec![0u8; 65536];
+    loop {
+        // Send everything the pacer allows now.
+        loop {
+            buf.clear();
+            let Some(t) = sender.poll_transmit(now(), &mut buf) else { break };
+            buf.truncate(t.size);
+            if let Some(p) = t.payload {
+                let chunk = cache.get(p.chunk, hashes, store)?;
+                let (a, b) = (p.offset as usize, (p.offset + p.len) as usize);
+                let bytes =
+                    chunk.get(a..b).ok_or_else(|| io::Error::other("stored chunk shorter than its manifest size"))?;
+                buf.extend_from_slice(bytes);
+            }
+            if let Err(e) = sock.send_to(&buf, dest) {
+                // A full send buffer is back-pressure, not failure.
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::warn!("send: {e}");
+                }
+            }
+        }
+        while let Some(ev) = sender.poll() {
+            match ev {
+                sender::Event::Idle => return Ok(()),
+                sender::Event::Joined { receiver, from } => tracing::info!(?receiver, %from, "receiver joined"),
+                sender::Event::Left { receiver } => tracing::info!(?receiver, "receiver left"),
+                sender::Event::Lost { receiver } => tracing::warn!(?receiver, "receiver lost"),
+                sender::Event::Report(r) => tracing::info!(report = ?r, "receiver report"),
+            }
+        }
+        // Wait for a request or the next deadline.
+        let wait = sender.poll_timeout().map_or(Duration::from_millis(100), |t| t.saturating_since(now()));
+        sock.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), Duration::from_millis(100))))?;
+        match sock.recv_from(&mut rx) {
+            Ok((n, from)) => sender.handle(now(), from, &rx[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => return Err(e),
+        }
+        if sender.poll_timeout().is_some_and(|t| t <= now()) {
+            sender.handle_timeout(now());
+        }
+    }
+}
