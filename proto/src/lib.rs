@@ -4,6 +4,8 @@
 //!   of each window) in one canonical encoding, signed with ed25519.
 //! - [`chunk`]: one window of a disk as an extent list and a zstd frame,
 //!   and the verification steps that turn untrusted bytes into writable data.
+//! - [`mcast`]: the multicast session protocol: wire codec and the sans-IO
+//!   sender and receiver state machines.
 //! - [`codec`]: the one bounded reader and canonical writer every decoder
 //!   here uses.
 //! - [`id`]: identifier newtypes.
