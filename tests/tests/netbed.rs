@@ -6,20 +6,21 @@ use std::process::Command;
 use shoal_tests::netbed::NetBed;
 use shoal_tests::sh;
 
-/// Sends `count` multicast datagrams from one host and counts what another
-/// receives, with Debian's python3.
+/// Sends `count` multicast datagrams from one host, paced so a busy
+/// receiver keeps up, and counts what another receives, with Debian's
+/// python3.
 fn multicast(bed: &mut NetBed, from: usize, to: usize, count: u32) -> u32 {
     let rx = bed.nodes[to].clone();
     let tx = bed.nodes[from].clone();
     let out = bed.nodes[to].addr;
     let recv = format!(
-        "import socket,struct\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('239.77.0.1',47000))\ns.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,struct.pack('4s4s',socket.inet_aton('239.77.0.1'),socket.inet_aton('{out}')))\ns.settimeout(2)\nn=0\ntry:\n  while True:\n    s.recv(2000); n+=1\nexcept socket.timeout: pass\nprint(n)\n"
+        "import socket,struct\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,4<<20)\ns.bind(('239.77.0.1',47000))\ns.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,struct.pack('4s4s',socket.inet_aton('239.77.0.1'),socket.inet_aton('{out}')))\ns.settimeout(2)\nn=0\ntry:\n  while True:\n    s.recv(2000); n+=1\nexcept socket.timeout: pass\nprint(n)\n"
     );
     let child =
         rx.command("/usr/bin/python3").args(["-c", &recv]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let send = format!(
-        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\nfor i in range({count}): s.sendto(b'x'*1000,('239.77.0.1',47000))\n"
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\nimport time\nfor i in range({count}):\n  s.sendto(b'x'*1000,('239.77.0.1',47000)); time.sleep(0.001)\n"
     );
     sh(tx.command("/usr/bin/python3").args(["-c", &send]));
     let out = child.wait_with_output().unwrap();

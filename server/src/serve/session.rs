@@ -165,7 +165,21 @@ fn run(
         }
         while let Some(ev) = sender.poll() {
             match ev {
-                sender::Event::Idle => return Ok(()),
+                sender::Event::Idle => {
+                    let st = sender.stats();
+                    tracing::info!(
+                        blocks_sent = st.blocks_sent,
+                        bytes_sent = st.bytes_sent,
+                        resend_blocks = st.resend_blocks,
+                        chunk_requests = st.chunk_requests,
+                        block_requests = st.block_requests,
+                        throttled = st.throttled,
+                        malformed = st.malformed,
+                        rate = sender.rate(),
+                        "session idle"
+                    );
+                    return Ok(());
+                }
                 sender::Event::Joined { receiver, from } => tracing::info!(?receiver, %from, "receiver joined"),
                 sender::Event::Left { receiver } => tracing::info!(?receiver, "receiver left"),
                 sender::Event::Lost { receiver } => tracing::warn!(?receiver, "receiver lost"),
