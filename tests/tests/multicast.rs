@@ -145,7 +145,7 @@ fn a_receiver_restarted_midway_fetches_only_what_it_lacks() {
     let bed = Bed::new();
     let reference = image(&bed, 160);
     let mut net = NetBed::new(1);
-    start_server(&mut net, &bed, 40);
+    start_server(&mut net, &bed, 16);
     wait_ready(&net);
     let dest = bed.path("node0.img");
     let mut first =
@@ -183,7 +183,7 @@ fn a_late_joiner_and_a_hostile_host_on_the_segment() {
         .collect();
     // Node 2 is the attacker; nodes 0 and 1 load, 1 joins late.
     let mut net = NetBed::new(3);
-    start_server(&mut net, &bed, 40);
+    start_server(&mut net, &bed, 16);
     wait_ready(&net);
     let info = session_of(&net.nodes[2], &net.server);
     let mut forge = net.nodes[2].command(forge_bin());
@@ -222,7 +222,7 @@ fn the_server_restarted_mid_session() {
     let bed = Bed::new();
     let reference = image(&bed, 160);
     let mut net = NetBed::new(2);
-    let srv = start_server(&mut net, &bed, 40);
+    let srv = start_server(&mut net, &bed, 16);
     wait_ready(&net);
     let children: Vec<_> = (0..2)
         .map(|i| {
