@@ -55,7 +55,8 @@ struct LoadArgs {
     /// Write into this partition of DEST (see `shoal image deploy`).
     #[arg(long, short)]
     partition: Option<u32>,
-    /// Check hashes and write nothing: for protocol measurements.
+    /// Check each chunk's hash and write nothing (no decompression either):
+    /// for protocol measurements. DEST must exist.
     #[arg(long)]
     verify_only: bool,
     /// What to do with the free space of filesystems in the image.
