@@ -620,7 +620,7 @@ fn export_cmd(store: &Store, a: &cli::ExportArgs, out: &Out) -> Result<()> {
 }
 
 /// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

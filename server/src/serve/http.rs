@@ -21,6 +21,7 @@ use serde_json::json;
 use shoal_proto::ChunkHash;
 
 use super::session::Sessions;
+use crate::image::chain;
 use crate::store::{Store, StoreError};
 
 #[derive(Clone)]
@@ -67,16 +68,6 @@ impl IntoResponse for ApiError {
         };
         (code, Json(json!({ "error": msg }))).into_response()
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s += &format!(": {c}");
-        cur = c.source();
-    }
-    s
 }
 
 /// Runs blocking store work off the async threads.
