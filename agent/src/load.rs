@@ -134,16 +134,15 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
     let targets = place(&m, &dest, cfg.partition)?;
     let mut report = LoadReport { image: Some(m.id), ..Default::default() };
 
-    // The flattened chunk list is what the session numbers.
-    let all: Vec<&ChunkRef> = m.chunks().map(|(_, c)| c).collect();
-    let mut jobs: Vec<Option<Job<'_>>> = Vec::with_capacity(all.len());
-    for (i, c) in m.chunks().enumerate() {
-        let seg = m.segments.iter().position(|s| std::ptr::eq(s, c.0)).unwrap_or(0);
-        let t = targets.iter().find(|t| {
-            t.segment == seg
-                && t.overlaps(c.1.window * shoal_proto::WINDOW_SIZE, (c.1.window + 1) * shoal_proto::WINDOW_SIZE)
-        });
-        jobs.push(t.map(|target| Job { target, chunk: all[i] }));
+    // The flattened chunk list (segment by segment, as `Manifest::chunks`
+    // gives it) is what the session numbers.
+    let mut jobs: Vec<Option<Job<'_>>> = Vec::with_capacity(m.chunk_count());
+    for (si, seg) in m.segments.iter().enumerate() {
+        for c in &seg.chunks {
+            let (ws, we) = (c.window * shoal_proto::WINDOW_SIZE, (c.window + 1) * shoal_proto::WINDOW_SIZE);
+            let target = targets.iter().find(|t| t.segment == si && t.overlaps(ws, we));
+            jobs.push(target.map(|target| Job { target, chunk: c }));
+        }
     }
     // What the target already holds is not fetched again.
     let mut need = Vec::new();

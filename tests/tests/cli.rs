@@ -53,3 +53,12 @@ fn images_resolve_by_id_prefix_name_and_version_in_json() {
     // Text output names the image too.
     assert!(bed.ok(&["image", "list"]).contains("web"));
 }
+
+#[test]
+fn key_prints_the_same_signing_key_every_time() {
+    let bed = Bed::new();
+    let a = bed.ok(&["key"]);
+    assert_eq!(a.trim().len(), 64, "{a}");
+    assert!(a.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(bed.ok(&["key"]), a);
+}
