@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::chunk::{self, VerifiedChunk};
 use shoal_proto::manifest::{ChunkRef, Manifest, SignedManifest};
-use shoal_proto::mcast::{receiver, Receiver, ReceiverConfig, ReceiverId, SessionId, Time, MAX_DATAGRAM};
+use shoal_proto::mcast::{receiver, wire, Receiver, ReceiverConfig, ReceiverId, SessionId, Time, MAX_DATAGRAM};
 use shoal_proto::{ImageId, KeyId};
 
 use crate::deploy::{self, FreePolicy};
@@ -62,6 +62,8 @@ pub struct LoadReport {
     pub duplicate_blocks: u64,
     pub requests_sent: u64,
     pub malformed_packets: u64,
+    /// Blocks and statuses from hosts other than the session's sender.
+    pub foreign_packets: u64,
     pub fell_back_to_http: bool,
     #[serde(serialize_with = "crate::capture::secs")]
     pub elapsed: Duration,
@@ -97,6 +99,8 @@ struct SessionInfo {
     session: u64,
     group: Ipv4Addr,
     port: u16,
+    #[serde(default)]
+    source: Option<Ipv4Addr>,
 }
 
 /// One chunk of the flattened manifest list, with where it lands.
@@ -233,6 +237,7 @@ fn receive(
     let clock = Instant::now();
     let now = || Time::from_duration(clock.elapsed());
     let mut info = join_session(base, &m.id)?;
+    let mut pinned = sender_ip(&info, base);
     let mut sock = net::join(info.group, info.port, cfg.iface)?;
     let mut rx = new_receiver(&info, &sizes, need.iter().copied(), now())?;
     let mut retired = receiver::ReceiverStats::default();
@@ -359,6 +364,7 @@ fn receive(
                             tracing::warn!("the session changed (server restarted?): rejoining");
                             accumulate(&mut retired, rx.stats());
                             info = fresh;
+                            pinned = sender_ip(&info, base);
                             sock = net::join(info.group, info.port, cfg.iface)?;
                             let left: Vec<u32> = remaining.iter().copied().filter(|i| !in_flight.contains(i)).collect();
                             rx = new_receiver(&info, &sizes, left, now())?;
@@ -374,6 +380,14 @@ fn receive(
                 let wait = rx.poll_timeout().map_or(Duration::from_millis(50), |t| t.saturating_since(now()));
                 sock.set_read_timeout(Some(wait.clamp(Duration::from_micros(200), Duration::from_millis(50))))?;
                 match sock.recv_from(&mut inbuf) {
+                    // Blocks and statuses only come from the sender: anyone
+                    // else on the segment is counted and ignored.
+                    Ok((n, from)) if pinned.is_some_and(|ip| from.ip() != ip) && wire::from_sender(&inbuf[..n]) => {
+                        report.foreign_packets += 1;
+                        if report.foreign_packets.is_power_of_two() {
+                            tracing::warn!(%from, count = report.foreign_packets, "blocks from a host that is not the sender");
+                        }
+                    }
                     Ok((n, from)) => rx.handle(now(), from, &inbuf[..n]),
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                     Err(e) => return Err(e.into()),
@@ -398,6 +412,16 @@ fn receive(
     report.malformed_packets = retired.malformed;
     report.bytes_received += retired.bytes_received;
     Ok(())
+}
+
+/// The address the session's blocks must come from: the one the server
+/// names, or else the server's own address in its URL.
+fn sender_ip(info: &SessionInfo, base: &str) -> Option<std::net::IpAddr> {
+    if let Some(ip) = info.source {
+        return Some(ip.into());
+    }
+    let host = base.split("://").nth(1)?.split(['/', ':']).next()?;
+    host.parse::<Ipv4Addr>().ok().map(Into::into)
 }
 
 fn accumulate(total: &mut receiver::ReceiverStats, s: &receiver::ReceiverStats) {

@@ -288,6 +288,13 @@ fn header(w: &mut Writer, session: SessionId, kind: u8) {
     w.u64(session.0);
 }
 
+/// Whether a datagram claims, by its header alone, to come from a sender
+/// (a block or a status). Receivers that know the sender's address use it
+/// to drop such datagrams from anyone else before decoding them.
+pub fn from_sender(bytes: &[u8]) -> bool {
+    bytes.len() >= HEADER_LEN && &bytes[..4] == MAGIC && bytes[4] == VERSION && matches!(bytes[5], 5 | 6)
+}
+
 /// Writes a block datagram up to its payload: [`Packet::encode`] of the
 /// block less its last `payload_len` bytes. The sender uses it so the
 /// caller can append chunk bytes straight from its store.

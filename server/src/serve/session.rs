@@ -50,6 +50,9 @@ pub struct SessionInfo {
     pub group: Ipv4Addr,
     pub port: u16,
     pub image: ImageId,
+    /// The address blocks come from, when the server was told its
+    /// multicast interface: receivers drop blocks from anyone else.
+    pub source: Option<Ipv4Addr>,
 }
 
 struct Running {
@@ -84,7 +87,8 @@ impl Sessions {
         // that snoop IGMP separate groups.
         let port = u16::try_from(u32::from(self.config.port) + slot)
             .map_err(|_| io::Error::other("no multicast port left for another session"))?;
-        let info = SessionInfo { session: u64::from_le_bytes(id), group, port, image: m.id };
+        let source = (!self.config.iface.is_unspecified()).then_some(self.config.iface);
+        let info = SessionInfo { session: u64::from_le_bytes(id), group, port, image: m.id, source };
         let sizes: Vec<u32> = m.chunks().map(|(_, c)| c.csize).collect();
         let hashes: Vec<ChunkHash> = m.chunks().map(|(_, c)| c.hash).collect();
         let sock = multicast_socket(group, info.port, self.config.iface, self.config.ttl)?;
