@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod device;
 pub mod ext4;
 pub mod load;
+pub mod net;
 pub mod os_release;
 pub mod place;
 pub mod plan;

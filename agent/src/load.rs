@@ -238,7 +238,7 @@ fn receive(
     let now = || Time::from_duration(clock.elapsed());
     let mut info = join_session(base, &m.id)?;
     let mut pinned = sender_ip(&info, base);
-    let mut sock = net::join(info.group, info.port, cfg.iface)?;
+    let mut sock = crate::net::multicast_socket(info.group, info.port, cfg.iface, 1)?;
     let mut rx = new_receiver(&info, &sizes, need.iter().copied(), now())?;
     let mut retired = receiver::ReceiverStats::default();
 
@@ -365,7 +365,7 @@ fn receive(
                             accumulate(&mut retired, rx.stats());
                             info = fresh;
                             pinned = sender_ip(&info, base);
-                            sock = net::join(info.group, info.port, cfg.iface)?;
+                            sock = crate::net::multicast_socket(info.group, info.port, cfg.iface, 1)?;
                             let left: Vec<u32> = remaining.iter().copied().filter(|i| !in_flight.contains(i)).collect();
                             rx = new_receiver(&info, &sizes, left, now())?;
                             continue;
@@ -429,28 +429,4 @@ fn accumulate(total: &mut receiver::ReceiverStats, s: &receiver::ReceiverStats) 
     total.requests_sent += s.requests_sent;
     total.malformed += s.malformed;
     total.bytes_received += s.bytes_received;
-}
-
-mod net {
-    //! The receiver's socket: joined to the session's group.
-
-    use std::io;
-    use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-
-    use socket2::{Domain, Protocol, Socket, Type};
-
-    pub fn join(group: Ipv4Addr, port: u16, iface: Ipv4Addr) -> io::Result<UdpSocket> {
-        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_reuse_address(true)?;
-        s.bind(&SocketAddrV4::new(group, port).into())?;
-        s.join_multicast_v4(&group, &iface)?;
-        if !iface.is_unspecified() {
-            s.set_multicast_if_v4(&iface)?;
-        }
-        s.set_multicast_ttl_v4(1)?;
-        // Peers' requests matter (suppression); our own do not.
-        s.set_multicast_loop_v4(false)?;
-        let _ = s.set_recv_buffer_size(8 << 20);
-        Ok(s.into())
-    }
 }

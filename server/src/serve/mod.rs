@@ -2,7 +2,6 @@
 //! API in [`http`] and the multicast sessions in [`session`].
 
 pub mod http;
-mod net;
 pub mod session;
 
 use std::net::{Ipv4Addr, SocketAddr};

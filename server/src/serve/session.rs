@@ -17,8 +17,8 @@ use shoal_proto::manifest::Manifest;
 use shoal_proto::mcast::{sender, Sender, SenderConfig, SessionId, Time, MAX_DATAGRAM};
 use shoal_proto::{ChunkHash, ImageId};
 
-use super::net::multicast_socket;
 use crate::store::Store;
+use shoal_agent::net::multicast_socket;
 
 /// Blocks sent this recently are in flight: a request for them does not
 /// queue them again. Through real sockets, a receiver often asks for a

@@ -1,8 +1,8 @@
-//! Socket setup for multicast sessions: the one place socket options live.
+//! The one place multicast socket options live, for both ends of a
+//! session: the server's sender and the agent's receiver.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -18,12 +18,10 @@ pub fn multicast_socket(group: Ipv4Addr, port: u16, iface: Ipv4Addr, ttl: u32) -
         s.set_multicast_if_v4(&iface)?;
     }
     s.set_multicast_ttl_v4(ttl)?;
-    // Our own blocks and statuses are of no use to us.
+    // Peers' datagrams matter (requests, for suppression); our own do not.
     s.set_multicast_loop_v4(false)?;
-    // Room for a burst of requests from many receivers.
-    let _ = s.set_recv_buffer_size(4 << 20);
+    // Room for a burst of blocks or of requests from many receivers.
+    let _ = s.set_recv_buffer_size(8 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
-    let sock: UdpSocket = s.into();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    Ok(sock)
+    Ok(s.into())
 }
