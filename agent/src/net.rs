@@ -3,6 +3,8 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -24,4 +26,17 @@ pub fn multicast_socket(group: Ipv4Addr, port: u16, iface: Ipv4Addr, ttl: u32) -
     let _ = s.set_recv_buffer_size(8 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     Ok(s.into())
+}
+
+/// Waits until `sock` has a datagram or `timeout` passes (at millisecond
+/// resolution, rounded up); true if one is waiting.
+pub fn wait_readable(sock: &UdpSocket, timeout: Duration) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags};
+    let ms = u16::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, ms) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }

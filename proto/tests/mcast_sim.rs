@@ -87,7 +87,17 @@ struct Scenario {
     forge: bool,
     /// Chunks a receiver may hold, if not the default.
     held: Option<usize>,
+    /// Receivers are processes that take time: each datagram costs
+    /// [`SERVICE`], one in [`STALL_ONE_IN`] stalls the process for
+    /// [`STALL`] (descheduled, or writing), and datagrams wait in a socket
+    /// buffer of [`SOCKET_BUFFER`] datagrams, past which they are dropped.
+    busy: bool,
 }
+
+const SERVICE: Duration = Duration::from_micros(20);
+const STALL: Duration = Duration::from_millis(15);
+const STALL_ONE_IN: u64 = 500;
+const SOCKET_BUFFER: u64 = 2000;
 
 struct Flight {
     at: Time,
@@ -124,6 +134,19 @@ struct Node {
     silent_events: u32,
     heard_events: u32,
     failed: u64,
+    /// With [`Scenario::busy`]: when the process is done with what it has
+    /// been given so far, and what its socket buffer dropped.
+    busy_until: Time,
+    overflows: u64,
+}
+
+impl Node {
+    /// When the node's timers run: at its receiver's timeout, but not
+    /// before a busy process has drained its socket buffer (as the agent
+    /// reads every datagram waiting before it looks at its timers).
+    fn timer(&self) -> Option<Time> {
+        self.wake.map(|t| t.max(self.busy_until))
+    }
 }
 
 struct Net {
@@ -180,6 +203,8 @@ impl Net {
                 silent_events: 0,
                 heard_events: 0,
                 failed: 0,
+                busy_until: Time::ZERO,
+                overflows: 0,
             })
             .collect();
         let storm_next = sc.storm.then_some(Time::ZERO);
@@ -248,7 +273,18 @@ impl Net {
                 continue;
             }
             let jitter = self.rng.range(0, self.sc.jitter.as_nanos() as u64);
-            let at = self.now + LATENCY + Duration::from_nanos(jitter);
+            let mut at = self.now + LATENCY + Duration::from_nanos(jitter);
+            if self.sc.busy && to != SENDER {
+                let stall = if self.rng.next() % STALL_ONE_IN == 0 { STALL } else { Duration::ZERO };
+                let node = &mut self.nodes[to - 1];
+                let start = node.busy_until.max(at);
+                if start.saturating_since(at) > SERVICE * SOCKET_BUFFER as u32 {
+                    node.overflows += 1;
+                    continue;
+                }
+                node.busy_until = start + SERVICE + stall;
+                at = node.busy_until;
+            }
             self.seq += 1;
             self.flights.push(Reverse(Flight { at, seq: self.seq, to, from, bytes: bytes.clone() }));
         }
@@ -420,7 +456,7 @@ impl Net {
                 return;
             }
             let mut next = self.sender.poll_timeout().expect("the sender always has a timer");
-            next = self.nodes.iter().filter_map(|n| n.wake).fold(next, Time::min);
+            next = self.nodes.iter().filter_map(|n| n.timer()).fold(next, Time::min);
             if let Some(Reverse(f)) = self.flights.peek() {
                 next = next.min(f.at);
             }
@@ -438,7 +474,7 @@ impl Net {
                 self.sender.handle_timeout(self.now);
             }
             for i in 0..self.nodes.len() {
-                if self.nodes[i].wake.is_some_and(|t| t <= self.now) {
+                if self.nodes[i].timer().is_some_and(|t| t <= self.now) {
                     if let Some(rx) = self.nodes[i].rx.as_mut() {
                         rx.handle_timeout(self.now);
                     }
@@ -510,6 +546,7 @@ const SMALL: Scenario = Scenario {
     storm: false,
     forge: false,
     held: None,
+    busy: false,
 };
 
 #[test]
@@ -534,6 +571,22 @@ fn loss_free_requests_merge_so_the_image_goes_out_about_once() {
         simulate("efficiency", seeds, Scenario { receivers, ..SMALL }, |net| {
             let (sent, image) = (net.sender.stats().blocks_sent, net.image_blocks());
             assert!(sent * 10 <= image * 11, "seed {}: {sent} blocks sent for {image}", net.seed);
+        });
+    }
+}
+
+#[test]
+fn busy_receivers_that_fall_behind_the_stream_still_get_the_image_about_once() {
+    for (receivers, seeds) in [(1, 100), (8, 50)] {
+        let sc = Scenario { receivers, chunks: (20, 40), busy: true, ..SMALL };
+        simulate("busy", seeds, sc, |net| {
+            let (sent, image) = (net.sender.stats().blocks_sent, net.image_blocks());
+            let dropped: u64 = net.nodes.iter().map(|n| n.overflows).sum();
+            assert!(
+                sent * 100 <= image * 105,
+                "seed {}: {sent} blocks sent for {image} ({dropped} overflows)",
+                net.seed
+            );
         });
     }
 }

@@ -209,6 +209,9 @@ pub struct Receiver {
     /// The sender was heard since the last round.
     heard: bool,
     last_heard: Time,
+    /// When the last block of a chunk we need arrived: while blocks keep
+    /// coming, the sender is working through the requests it holds.
+    last_progress: Time,
     /// The sender's last status, if any: for its rate and backlog.
     sender: Option<Status>,
     silent: bool,
@@ -266,6 +269,7 @@ impl Receiver {
             backoff: 0,
             heard: false,
             last_heard: now,
+            last_progress: now,
             sender: None,
             silent: false,
             finished: false,
@@ -398,6 +402,7 @@ impl Receiver {
         let (start, end) = (offset as usize, offset as usize + len as usize);
         p.data[start..end].copy_from_slice(b.payload);
         p.last_block = now;
+        self.last_progress = now;
         p.repair_at = Some(now + requests::repair_delay(&self.config, self.sender.as_ref(), &mut self.rng));
         self.stats.bytes_received += u64::from(len);
         if p.have.is_full() {

@@ -156,6 +156,9 @@ pub struct SenderStats {
     pub blocks_sent: u64,
     /// Datagram bytes sent, headers and payloads.
     pub bytes_sent: u64,
+    /// Chunk bytes sent in blocks: over the image's bytes, the session's
+    /// multicast efficiency.
+    pub payload_bytes_sent: u64,
     pub statuses_sent: u64,
     pub rate_increases: u64,
     pub rate_decreases: u64,
@@ -431,7 +434,9 @@ impl Sender {
     fn emit(&mut self, buf: &mut Vec<u8>, bytes: &[u8], payload: Option<Payload>) -> Transmit {
         buf.clear();
         buf.extend_from_slice(bytes);
-        self.stats.bytes_sent += (bytes.len() + payload.map_or(0, |p| p.len as usize)) as u64;
+        let payload_len = payload.map_or(0, |p| u64::from(p.len));
+        self.stats.bytes_sent += bytes.len() as u64 + payload_len;
+        self.stats.payload_bytes_sent += payload_len;
         Transmit { size: bytes.len(), payload }
     }
 

@@ -27,7 +27,13 @@
 //! status) at its rate, repairs counting only the repair backlog since they
 //! go first, capped at `max_request_interval`. Our own requests stand the
 //! same way, so that is also how soon a lost request or a lost repair is
-//! asked for again. Whatever still overlaps, the sender's work set merges.
+//! asked for again. A whole-chunk request also stands for as long as blocks
+//! we need keep arriving: the sender serves its queue first come first
+//! served, so while it streams, a chunk not yet started is most likely
+//! queued, and asking again would only risk a second copy (a receiver or
+//! sender running late, descheduled or writing, makes "not yet started" look
+//! like "lost"). A request that really was lost is asked again once the
+//! stream pauses. Whatever still overlaps, the sender's work set merges.
 //!
 //! Back-off. A round is drawn uniformly from [½, 1½) of the current
 //! interval, so N receivers spread out and the first to ask silences the
@@ -154,9 +160,12 @@ impl Receiver {
         let window = self.config.request_window.saturating_sub(self.held_chunks());
         let mut ask = Vec::new();
         let mut suppressed = false;
+        let progress = self.last_progress;
         for &c in self.needed.iter().take(window) {
             match &mut self.states[c as usize] {
-                ChunkState::Needed { asked: Some(t) } if now.saturating_since(*t) < chunk_wait => suppressed = true,
+                ChunkState::Needed { asked: Some(t) } if now.saturating_since((*t).max(progress)) < chunk_wait => {
+                    suppressed = true
+                }
                 ChunkState::Needed { asked } => {
                     *asked = Some(now);
                     ask.push(c);
