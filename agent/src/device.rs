@@ -58,6 +58,26 @@ impl Device {
         Device::from_file(file, path)
     }
 
+    /// Whether `path` is the null device (character device 1:3), which a
+    /// load may write to in order to measure everything but the disk.
+    pub fn is_null(path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3))
+    }
+
+    /// Opens the null device as a target of `size` bytes: writes succeed
+    /// and go nowhere. Nothing can be read back from it.
+    pub fn null(path: &Path, size: u64) -> io::Result<Device> {
+        if !Device::is_null(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not the null device", path.display()),
+            ));
+        }
+        let file = OpenOptions::new().write(true).open(path).map_err(|e| annotate(e, path, "open for writing"))?;
+        Ok(Device { file, path: path.to_owned(), block: false, size, sector_size: 512 })
+    }
+
     /// Creates a new image file of `size` bytes, sparse, refusing to
     /// overwrite an existing one.
     pub fn create(path: &Path, size: u64) -> io::Result<Device> {

@@ -60,6 +60,12 @@ pub struct LoadReport {
     pub bytes_written: u64,
     pub bytes_received: u64,
     pub duplicate_blocks: u64,
+    /// Blocks of chunks this node did not need (any more): what others
+    /// asked for.
+    pub unneeded_blocks: u64,
+    /// Blocks of needed chunks dropped because the chunks in memory were
+    /// at their bound: the writers fell behind the stream.
+    pub no_room_blocks: u64,
     pub requests_sent: u64,
     pub malformed_packets: u64,
     /// Blocks and statuses from hosts other than the session's sender.
@@ -125,13 +131,20 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
     let bytes = http_get(&format!("{base}/v1/images/{}/manifest", cfg.image), 1 << 30)?;
     let signed = SignedManifest::from_bytes(&bytes).map_err(shoal_proto::manifest::SignatureError::from)?;
     let m = signed.verify(&[key])?.manifest;
-    let dest = if cfg.verify_only {
+    // Loading into /dev/null measures everything but the disk: nothing is
+    // held already, and there is nothing to prepare, sync or reread.
+    let null = Device::is_null(&cfg.dest);
+    let image_size = || {
+        crate::place::image_size(&m, cfg.partition)
+            .ok_or_else(|| LoadError::Session("a multi-partition image needs a partitioned disk".into()))
+    };
+    let dest = if null {
+        Device::null(&cfg.dest, image_size()?)?
+    } else if cfg.verify_only {
         Device::open(&cfg.dest)?
     } else if !cfg.dest.exists() {
         // A file target made to measure, as `shoal image deploy` does.
-        let size = crate::place::image_size(&m, cfg.partition)
-            .ok_or_else(|| LoadError::Session("a multi-partition image needs a partitioned disk".into()))?;
-        Device::create(&cfg.dest, size)?
+        Device::create(&cfg.dest, image_size()?)?
     } else {
         Device::open_rw(&cfg.dest)?
     };
@@ -148,13 +161,24 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
             jobs.push(target.map(|target| Job { target, chunk: c }));
         }
     }
-    // What the target already holds is not fetched again.
+    // What the target already holds is not fetched again. Windows that
+    // fall entirely in a sparse file's holes are not read: a new target
+    // file starts at once instead of hashing gigabytes of zeros (a chunk
+    // that is all zeros is then fetched, which costs nothing but its bytes).
     let mut need = Vec::new();
     let mut buf = Vec::new();
+    let data = if null { crate::ranges::RangeSet::new() } else { dest.data_ranges(0, dest.size())? };
+    let has_data = |j: &Job<'_>| {
+        let base = j.chunk.window * shoal_proto::WINDOW_SIZE;
+        j.chunk.extents.iter().any(|e| {
+            let s = base + u64::from(e.offset);
+            j.target.map(s, s + u64::from(e.len)).is_some_and(|(off, len)| data.clip(off, off + len).next().is_some())
+        })
+    };
     for (i, j) in jobs.iter().enumerate() {
         let Some(j) = j else { continue };
         report.chunks += 1;
-        if crate::check::holds(&dest, j.target, j.chunk, &mut buf)? {
+        if has_data(j) && crate::check::holds(&dest, j.target, j.chunk, &mut buf)? {
             report.chunks_present += 1;
         } else {
             need.push(i as u32);
@@ -168,13 +192,14 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
         m.name,
         m.version
     );
-    if !cfg.verify_only {
+    let writes_disk = !cfg.verify_only && !null;
+    if writes_disk {
         deploy::prepare(&m, &targets, &dest, cfg.free)?;
     }
     if !need.is_empty() {
         receive(cfg, base, &m, &jobs, &need, &dest, &mut report)?;
     }
-    if !cfg.verify_only {
+    if writes_disk {
         dest.sync()?;
         let (_, warning) = deploy::finish(&m, &dest, cfg.partition)?;
         if let Some(w) = warning {
@@ -184,6 +209,9 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
     report.elapsed = start.elapsed();
     Ok(report)
 }
+
+/// Datagrams taken from the socket at most before the timers get a look.
+const MAX_DRAIN: usize = 4096;
 
 /// A verified chunk on its way to a writer.
 struct Work {
@@ -239,11 +267,16 @@ fn receive(
     let mut info = join_session(base, &m.id)?;
     let mut pinned = sender_ip(&info, base);
     let mut sock = crate::net::multicast_socket(info.group, info.port, cfg.iface, 1)?;
+    sock.set_nonblocking(true)?;
     let mut rx = new_receiver(&info, &sizes, need.iter().copied(), now())?;
     let mut retired = receiver::ReceiverStats::default();
 
     let workers = cfg.workers.max(1);
-    let (work_tx, work_rx) = mpsc::sync_channel::<Work>(workers);
+    // Unbounded, so that handing a chunk to the writers never stalls the
+    // socket loop (a stalled loop overflows the socket buffer and loses
+    // blocks): the receiver's held-chunk bound already limits what is
+    // queued, and the HTTP path below keeps its own bound.
+    let (work_tx, work_rx) = mpsc::channel::<Work>();
     let work_rx = std::sync::Mutex::new(work_rx);
     let (done_tx, done_rx) = mpsc::channel::<(u32, Result<u64, LoadError>)>();
     let mut remaining: BTreeSet<u32> = need.iter().copied().collect();
@@ -302,7 +335,8 @@ fn receive(
                     break;
                 }
                 if http {
-                    let Some(&index) = remaining.iter().find(|i| !in_flight.contains(i)) else {
+                    let next = remaining.iter().find(|i| !in_flight.contains(i));
+                    let Some(&index) = next.filter(|_| in_flight.len() < 2 * workers) else {
                         std::thread::sleep(Duration::from_millis(2));
                         continue;
                     };
@@ -366,6 +400,7 @@ fn receive(
                             info = fresh;
                             pinned = sender_ip(&info, base);
                             sock = crate::net::multicast_socket(info.group, info.port, cfg.iface, 1)?;
+                            sock.set_nonblocking(true)?;
                             let left: Vec<u32> = remaining.iter().copied().filter(|i| !in_flight.contains(i)).collect();
                             rx = new_receiver(&info, &sizes, left, now())?;
                             continue;
@@ -377,20 +412,29 @@ fn receive(
                         continue;
                     }
                 }
+                // Take every datagram already queued before looking at the
+                // timers: after a stall (descheduled, a slow write) a timer
+                // run first would ask again for blocks sitting in the buffer.
                 let wait = rx.poll_timeout().map_or(Duration::from_millis(50), |t| t.saturating_since(now()));
-                sock.set_read_timeout(Some(wait.clamp(Duration::from_micros(200), Duration::from_millis(50))))?;
-                match sock.recv_from(&mut inbuf) {
-                    // Blocks and statuses only come from the sender: anyone
-                    // else on the segment is counted and ignored.
-                    Ok((n, from)) if pinned.is_some_and(|ip| from.ip() != ip) && wire::from_sender(&inbuf[..n]) => {
-                        report.foreign_packets += 1;
-                        if report.foreign_packets.is_power_of_two() {
-                            tracing::warn!(%from, count = report.foreign_packets, "blocks from a host that is not the sender");
+                if crate::net::wait_readable(&sock, wait.min(Duration::from_millis(50)))? {
+                    for _ in 0..MAX_DRAIN {
+                        match sock.recv_from(&mut inbuf) {
+                            // Blocks and statuses only come from the sender:
+                            // anyone else on the segment is counted and ignored.
+                            Ok((n, from))
+                                if pinned.is_some_and(|ip| from.ip() != ip) && wire::from_sender(&inbuf[..n]) =>
+                            {
+                                report.foreign_packets += 1;
+                                if report.foreign_packets.is_power_of_two() {
+                                    tracing::warn!(%from, count = report.foreign_packets, "blocks from a host that is not the sender");
+                                }
+                            }
+                            Ok((n, from)) => rx.handle(now(), from, &inbuf[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e.into()),
                         }
                     }
-                    Ok((n, from)) => rx.handle(now(), from, &inbuf[..n]),
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                    Err(e) => return Err(e.into()),
                 }
                 if rx.poll_timeout().is_some_and(|t| t <= now()) {
                     rx.handle_timeout(now());
@@ -408,6 +452,8 @@ fn receive(
     })?;
     accumulate(&mut retired, rx.stats());
     report.duplicate_blocks = retired.duplicate_blocks;
+    report.unneeded_blocks = retired.unneeded_blocks;
+    report.no_room_blocks = retired.no_room_blocks;
     report.requests_sent = retired.requests_sent;
     report.malformed_packets = retired.malformed;
     report.bytes_received += retired.bytes_received;
@@ -426,6 +472,8 @@ fn sender_ip(info: &SessionInfo, base: &str) -> Option<std::net::IpAddr> {
 
 fn accumulate(total: &mut receiver::ReceiverStats, s: &receiver::ReceiverStats) {
     total.duplicate_blocks += s.duplicate_blocks;
+    total.unneeded_blocks += s.unneeded_blocks;
+    total.no_room_blocks += s.no_room_blocks;
     total.requests_sent += s.requests_sent;
     total.malformed += s.malformed;
     total.bytes_received += s.bytes_received;

@@ -50,7 +50,8 @@ struct LoadArgs {
     /// Image id or name.
     #[arg(long)]
     image: String,
-    /// Disk, partition or file to write.
+    /// Disk, partition or file to write; /dev/null decompresses and
+    /// discards every chunk (for measurements).
     dest: PathBuf,
     /// Write into this partition of DEST (see `shoal image deploy`).
     #[arg(long, short)]
@@ -82,7 +83,9 @@ struct LoadArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    // Colour only on a terminal: logs piped to files stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
     let Command::Load(a) = cli.command;
     let cfg = LoadConfig {
         server: a.server,
