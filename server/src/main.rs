@@ -10,7 +10,9 @@ use shoal_server::image::Failure;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    // Colour only on a terminal: logs piped to files stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
     match shoal_server::image::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Verify(e)) => {

@@ -183,6 +183,7 @@ fn run(
                     tracing::info!(
                         blocks_sent = st.blocks_sent,
                         bytes_sent = st.bytes_sent,
+                        payload_bytes_sent = st.payload_bytes_sent,
                         resend_blocks = st.resend_blocks,
                         chunk_requests = st.chunk_requests,
                         block_requests = st.block_requests,
