@@ -18,15 +18,15 @@
 # failure; the host's own network is never touched. Prints Markdown
 # tables for BENCHMARKS.md on stdout, progress on stderr.
 #
-# Environment: BENCH_DIR (default /var/tmp/shoal-bench-pxe), RUNS (3),
-# TFTP_MIB (32), DHCP_CLIENTS (60000), DHCP_RATES ("250 1000 4000"),
+# Environment: PXE_BENCH_TMP (default /var/tmp; a fresh directory is made
+# in it and removed at the end), RUNS (3),
+# TFTP_MIB (32), DHCP_CLIENTS (60000), DHCP_RATES ("500 1000 2000 4000"),
 # DHCP_SECONDS (5).
 set -euo pipefail
 bench=$(realpath "$1")
-dir=${BENCH_DIR:-/var/tmp/shoal-bench-pxe}
 runs=${RUNS:-3}
 tftp_mib=${TFTP_MIB:-32}
-dhcp_clients=${DHCP_CLIENTS:-60000} dhcp_rates=${DHCP_RATES:-"250 1000 4000"} dhcp_seconds=${DHCP_SECONDS:-5}
+dhcp_clients=${DHCP_CLIENTS:-60000} dhcp_rates=${DHCP_RATES:-"500 1000 2000 4000"} dhcp_seconds=${DHCP_SECONDS:-5}
 
 for tool in ip ss curl tftp atftp perfdhcp dnsmasq in.tftpd sha256sum bc; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null || { echo "bench-pxe: $tool missing (make deps)" >&2; exit 1; }
@@ -43,13 +43,13 @@ cleanup() {
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
-  rm -rf "$dir"
+  [ -z "${dir:-}" ] || rm -rf "$dir"
   exit $rc
 }
 trap cleanup EXIT INT TERM
 
-rm -rf "$dir"
-mkdir -p "$dir/root"
+dir=$(mktemp -d "${PXE_BENCH_TMP:-/var/tmp}/shoal-bench-pxe.XXXXXX")
+mkdir "$dir/root"
 # tftpd-hpa drops to the tftp user and chroots into the root.
 chmod 755 "$dir" "$dir/root"
 ip netns add $srv
