@@ -31,6 +31,7 @@ test: deps
 bench: deps
 	$(CARGO) build --release --bin shoal
 	scripts/bench.sh target/release/shoal
+	$(CARGO) build --release --bin shoal-pxe-bench && scripts/bench-pxe.sh target/release/shoal-pxe-bench
 
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz

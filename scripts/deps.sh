@@ -32,6 +32,7 @@ seabios:
 linux-image-cloud-amd64:
 dnsmasq-base:dnsmasq
 tftpd-hpa:in.tftpd
+kea-admin:perfdhcp
 udpcast:udp-sender
 busybox-static:
 kmod:modprobe
