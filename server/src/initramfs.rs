@@ -21,6 +21,7 @@ pub fn build(a: &InitramfsArgs, as_json: bool) -> anyhow::Result<()> {
     let key: KeyId =
         text.trim().parse().map_err(|_| anyhow::anyhow!("{}: not a hex ed25519 public key", a.key.display()))?;
     let mut cfg = BuildConfig::new(modules_dir, a.agent.clone(), key);
+    cfg.busybox = a.busybox.clone();
     for m in &a.module {
         let m = ModuleName::new(m);
         if !cfg.modules.contains(&m) {
