@@ -6,11 +6,13 @@
 #   make bench   capture/deploy figures beside partclone + zstd
 #   make deps    install the Debian packages all of the above need
 #   make fuzz    run every fuzz target for a while (needs cargo-fuzz)
+#   make initramfs  the static agent and target/shoal-agent.initramfs for the
+#                newest installed kernel (KVER=...), trusting `shoal key`
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build deps demo test bench fuzz clean
+.PHONY: all build deps demo test bench fuzz initramfs clean
 
 all: build
 
@@ -39,6 +41,17 @@ fuzz:
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 	cd pxe/fuzz && for t in tftp dhcp; do \
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+
+KVER ?= $(shell ls /lib/modules | sort -V | tail -n 1)
+STATIC_AGENT = target/static/x86_64-unknown-linux-gnu/release/shoal-agent
+
+initramfs:
+	RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
+	  $(CARGO) build --release -p shoal-agent --target x86_64-unknown-linux-gnu --target-dir target/static
+	$(CARGO) build --bin shoal
+	target/debug/shoal key > target/server.pub
+	target/debug/shoal initramfs build --kernel-version $(KVER) --agent $(STATIC_AGENT) \
+	  --key target/server.pub --out target/shoal-agent.initramfs $(if $(wildcard /usr/bin/busybox),--busybox /usr/bin/busybox)
 
 clean:
 	$(CARGO) clean

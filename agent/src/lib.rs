@@ -5,6 +5,9 @@
 //! reuses it for offline capture and deploy, and the agent (PID 1 in the
 //! initramfs) uses it to load nodes.
 //!
+//! [`init`] is the agent as PID 1 in the initramfs: mounts, modules, its
+//! own DHCP client, then the task (today from the kernel command line).
+//!
 //! What is not here: HTTP routing, the catalog, the chunk store (all in the
 //! server), and any wire or image format (in `shoal-proto`).
 
@@ -13,6 +16,7 @@ pub mod check;
 pub mod deploy;
 pub mod device;
 pub mod ext4;
+pub mod init;
 pub mod load;
 pub mod net;
 pub mod os_release;

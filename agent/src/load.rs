@@ -314,6 +314,7 @@ fn receive(
             let mut http = false;
             let mut rejoined = false;
             let mut heard = (0u64, Instant::now());
+            let mut first_data = true;
             let send = |rx: &mut Receiver, sock: &UdpSocket, out: &mut Vec<u8>, to: SocketAddr| loop {
                 out.clear();
                 let Some(t) = rx.poll_transmit(now(), out) else { break };
@@ -386,6 +387,11 @@ fn receive(
                 // Progress is bytes arriving; none for a while means the
                 // session is gone (server restarted) or multicast is blocked.
                 let got = rx.stats().bytes_received;
+                if got > 0 && first_data {
+                    // A boot-time milestone: the node's console shows it.
+                    first_data = false;
+                    tracing::info!("first multicast data from the session");
+                }
                 if got != heard.0 {
                     heard = (got, Instant::now());
                 } else if heard.1.elapsed() > cfg.fallback_after {

@@ -1,6 +1,7 @@
-//! `shoal-agent`: the node side of Shoal. Today: `load`, which loads an
-//! image from a Shoal server onto a disk, partition or file, and also runs
-//! outside the initramfs.
+//! `shoal-agent`: the node side of Shoal. `load` loads an image from a
+//! Shoal server onto a disk, partition or file, and also runs outside the
+//! initramfs. As PID 1 (the initramfs's /init, or `shoal-agent init`) it
+//! boots the node and runs its task: see `shoal_agent::init`.
 //!
 //! Exit status: 0 success, 1 error, 2 bad arguments.
 
@@ -30,6 +31,11 @@ enum Command {
     /// (falling back to HTTP when no multicast arrives), verifies every
     /// chunk before writing it, and prints a report.
     Load(LoadArgs),
+
+    /// Boot the node as PID 1 in the initramfs: mount, load modules, DHCP,
+    /// run the task from the kernel command line, then reboot. Refuses to
+    /// run as any other PID. (PID 1 runs this whatever its arguments.)
+    Init,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -82,11 +88,19 @@ struct LoadArgs {
 }
 
 fn main() -> ExitCode {
+    // The kernel runs /init with no arguments (or whatever it did not
+    // understand on its command line): PID 1 does not parse them.
+    if std::process::id() == 1 {
+        shoal_agent::init::run();
+    }
     let cli = Cli::parse();
+    let a = match cli.command {
+        Command::Load(a) => a,
+        Command::Init => shoal_agent::init::run(),
+    };
     // Colour only on a terminal: logs piped to files stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
-    let Command::Load(a) = cli.command;
     let cfg = LoadConfig {
         server: a.server,
         image: a.image,

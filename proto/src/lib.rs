@@ -9,6 +9,8 @@
 //! - [`codec`]: the one bounded reader and canonical writer every decoder
 //!   here uses.
 //! - [`id`]: identifier newtypes.
+//! - [`initramfs`]: where the agent initramfs puts its files, shared by
+//!   the builder and the agent.
 //!
 //! Nothing here opens a file, a socket or a clock, or draws randomness:
 //! callers pass time and random bytes in. Compression is computation, so
@@ -19,6 +21,7 @@
 pub mod chunk;
 pub mod codec;
 pub mod id;
+pub mod initramfs;
 pub mod manifest;
 pub mod mcast;
 

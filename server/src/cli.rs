@@ -41,6 +41,45 @@ pub enum Command {
     /// Run the imaging server: serve images to nodes over HTTP and
     /// multicast sessions. Runs until SIGINT or SIGTERM.
     Server(ServerArgs),
+
+    /// Build what nodes boot.
+    #[command(subcommand)]
+    Initramfs(InitramfsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InitramfsCommand {
+    /// Build the agent initramfs: the static shoal-agent as /init, the
+    /// server's public key, and the kernel's NIC and disk modules with
+    /// their dependencies (zstd-compressed newc cpio, reproducible).
+    Build(InitramfsArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("kernel").required(true).args(["kernel_version", "modules_dir"])))]
+pub struct InitramfsArgs {
+    /// Kernel version whose modules to take from /lib/modules/VERSION.
+    #[arg(long, value_name = "VERSION")]
+    pub kernel_version: Option<String>,
+    /// The kernel's modules directory (holding modules.dep).
+    #[arg(long, value_name = "DIR")]
+    pub modules_dir: Option<PathBuf>,
+    /// The statically linked shoal-agent.
+    #[arg(long, value_name = "PATH")]
+    pub agent: PathBuf,
+    /// File holding the server's public key, as `shoal key` prints it.
+    #[arg(long, value_name = "PUBKEYFILE")]
+    pub key: PathBuf,
+    /// The archive to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// A static busybox, for the debug shell (`shoal.debug=1`).
+    #[arg(long, value_name = "PATH")]
+    pub busybox: Option<PathBuf>,
+    /// Another module to include, besides the common NIC and disk drivers.
+    /// Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub module: Vec<String>,
 }
 
 #[derive(Args, Debug)]

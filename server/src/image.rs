@@ -43,6 +43,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let cmd = match &cli.command {
         Command::Image(cmd) => cmd,
         Command::Server(a) => return serve(cli, a),
+        Command::Initramfs(cli::InitramfsCommand::Build(a)) => return Ok(crate::initramfs::build(a, cli.json)?),
         Command::Key => {
             let store = Store::open(&cli.data_dir)
                 .with_context(|| format!("opening the store at {}", cli.data_dir.display()))?;

@@ -3,8 +3,9 @@
 //! Today: the local chunk store and image catalog ([`store`]), the
 //! server's signing keys ([`keys`]), and the offline image commands
 //! ([`image`]: capture, deploy, verify, import, export) built on the
-//! agent's disk library. The daemon (`shoal server`: HTTP API, multicast
-//! sessions, jobs) comes with later work.
+//! agent's disk library, and `shoal initramfs build` ([`initramfs`]).
+//! The daemon (`shoal server`: HTTP API, multicast sessions, jobs) comes
+//! with later work.
 //!
 //! What is not here: partition-table and filesystem parsing, and the
 //! capture and deploy pipelines (all in `shoal-agent`); formats (in
@@ -12,6 +13,7 @@
 
 pub mod cli;
 pub mod image;
+pub mod initramfs;
 pub mod keys;
 pub mod progress;
 pub mod serve;

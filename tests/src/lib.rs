@@ -52,6 +52,31 @@ fn bins() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// The statically linked, stripped release `shoal-agent` that the
+/// initramfs needs, built once per test process into `target/static` (its
+/// own target directory, so these flags never invalidate the normal build).
+pub fn static_agent_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("invariant: tests/ is in the workspace").to_owned();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let target = "x86_64-unknown-linux-gnu";
+        let dir = root.join("target/static");
+        let st = Command::new(cargo)
+            .args(["build", "--quiet", "--release", "-p", "shoal-agent", "--target", target, "--target-dir"])
+            .arg(&dir)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(st.success(), "building the static shoal-agent failed");
+        dir.join(target).join("release/shoal-agent")
+    })
+}
+
 /// Runs a command, panicking with its output if it fails.
 pub fn sh(cmd: &mut Command) -> String {
     let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

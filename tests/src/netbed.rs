@@ -99,6 +99,20 @@ impl NetBed {
         sh(Command::new("ip").args(["-n", &h.ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]));
     }
 
+    /// `program` run inside the hub namespace, where the bridge is.
+    pub fn hub_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.hub]).arg(program);
+        c
+    }
+
+    /// Makes a tap device `name` on the bridge, for a QEMU node run with
+    /// [`NetBed::hub_command`]; it goes when the hub namespace does.
+    pub fn add_tap(&self, name: &str) {
+        sh(Command::new("ip").args(["-n", &self.hub, "tuntap", "add", "dev", name, "mode", "tap"]));
+        sh(Command::new("ip").args(["-n", &self.hub, "link", "set", name, "master", "br0", "up"]));
+    }
+
     /// Starts `cmd` (made with [`Host::command`]); it is killed when the bed
     /// drops.
     pub fn spawn(&mut self, mut cmd: Command) -> usize {
