@@ -221,7 +221,6 @@ fn a_node_boots_the_initramfs_and_loads_its_disk_over_multicast() {
     // Time budgets are benchmarks, not tests (a shared CI machine is not
     // a measurement): the figures are printed above and recorded in
     // BENCHMARKS.md. Memory is not timing: it is held to its budget.
-    let _ = data;
     assert!(kib <= 64 * 1024, "agent peak RSS {kib} KiB, over 64 MiB");
 
     assert_eq!(digest(&disk), digest(&reference), "the node's disk differs from the reference deploy");
