@@ -116,12 +116,12 @@ impl Url {
     }
 
     /// This URL with `segment` appended as one more path segment,
-    /// percent-encoding anything that is not unreserved.
+    /// percent-encoding anything but unreserved characters, `:` and `@`.
     pub fn join(&self, segment: &str) -> Result<Url, ScriptError> {
         let mut out = self.0.trim_end_matches('/').to_owned();
         out.push('/');
         for b in segment.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
                 out.push(char::from(b));
             } else {
                 out.push_str(&format!("%{b:02X}"));
@@ -209,6 +209,6 @@ mod tests {
             base.join("debian 12${x}").expect("valid").as_str(),
             "http://10.0.0.1:4870/boot/debian%2012%24%7Bx%7D"
         );
-        assert_eq!(base.join("a:b").expect("valid").as_str(), "http://10.0.0.1:4870/boot/a%3Ab");
+        assert_eq!(base.join("a:b/c").expect("valid").as_str(), "http://10.0.0.1:4870/boot/a:b%2Fc");
     }
 }

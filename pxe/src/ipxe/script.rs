@@ -182,12 +182,10 @@ fn agent(s: &mut String, a: &Agent, retry: Retry) {
     let _ = writeln!(s, "echo Shoal: {who}: {what}");
     let _ = writeln!(s, "clear shoal-tries");
     let _ = writeln!(s, ":fetch");
-    let _ = writeln!(s, "imgfree shoal-kernel ||");
-    let _ = writeln!(s, "imgfree shoal-initrd ||");
     let _ = writeln!(s, "kernel --name shoal-kernel {} {} || goto retry", a.kernel, a.cmdline);
     let _ = writeln!(s, "initrd --name shoal-initrd {} || goto retry", a.initrd);
     let _ = writeln!(s, "boot || goto retry");
-    retry_block(s, "retry", "fetch", retry);
+    retry_block(s, "retry", "fetch", &["shoal-kernel", "shoal-initrd"], retry);
 }
 
 fn local(s: &mut String) {
@@ -235,15 +233,18 @@ fn menu(s: &mut String, m: &Menu, retry: Retry) {
     let _ = writeln!(s, "clear shoal-tries");
     let _ = writeln!(s, ":chain-try");
     let _ = writeln!(s, "chain --replace --autofree ${{shoal-url}} || goto chain-retry");
-    retry_block(s, "chain-retry", "chain-try", retry);
+    retry_block(s, "chain-retry", "chain-try", &[], retry);
 }
 
-/// `label`: count a failure, then wait and go back to `again`, or give up
-/// and reboot.
-fn retry_block(s: &mut String, label: &str, again: &str, retry: Retry) {
+/// `label`: count a failure, drop what the attempt downloaded (`images`),
+/// then wait and go back to `again`, or give up and reboot.
+fn retry_block(s: &mut String, label: &str, again: &str, images: &[&str], retry: Retry) {
     let attempts = retry.attempts.max(1);
     let delay = retry.delay_secs;
     let _ = writeln!(s, ":{label}");
+    for image in images {
+        let _ = writeln!(s, "imgfree {image} ||");
+    }
     let _ = writeln!(s, "inc shoal-tries");
     let _ = writeln!(s, "iseq ${{shoal-tries}} {attempts} && goto {label}-give-up ||");
     let _ = writeln!(s, "echo Shoal: download failed, attempt ${{shoal-tries}} of {attempts}, retrying in {delay} s");
