@@ -1,8 +1,11 @@
 //! `shoal server`: the daemon. Today it serves images to nodes: the HTTP
 //! API in [`http`] and the multicast sessions in [`session`].
 
+pub mod boot;
 pub mod http;
+pub mod nodes;
 pub mod session;
+pub mod token;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
