@@ -110,6 +110,20 @@ impl NetBed {
     pub fn child(&mut self, i: usize) -> &mut Child {
         &mut self.children[i]
     }
+
+    /// `cmd` run inside the hub namespace (where the bridge and taps are).
+    pub fn hub_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.hub]).arg(program);
+        c
+    }
+
+    /// Makes a tap device on the bridge, in the hub namespace, for a QEMU
+    /// started with [`NetBed::hub_command`]; it goes with the namespace.
+    pub fn add_tap(&self, name: &str) {
+        sh(Command::new("ip").args(["-n", &self.hub, "tuntap", "add", "dev", name, "mode", "tap"]));
+        sh(Command::new("ip").args(["-n", &self.hub, "link", "set", name, "master", "br0", "up"]));
+    }
 }
 
 impl Drop for NetBed {
