@@ -153,8 +153,9 @@ pub struct BootArgs {
     /// The agent's initramfs, served at /boot/agent/initrd.
     #[arg(long, value_name = "PATH", requires = "agent_kernel")]
     pub agent_initrd: Option<PathBuf>,
-    /// Kernel arguments for the agent, before Shoal's own (shoal.server,
-    /// shoal.node, shoal.action, shoal.image, shoal.token).
+    /// Kernel arguments for the agent, before Shoal's own (BOOTIF,
+    /// shoal.server, shoal.node, shoal.task, shoal.image, shoal.target,
+    /// shoal.token).
     #[arg(long, value_name = "ARGS", default_value = "console=tty0 console=ttyS0,115200")]
     pub agent_cmdline: String,
     /// Failed downloads a booting node retries before it reboots.

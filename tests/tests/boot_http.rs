@@ -69,7 +69,9 @@ fn boot_endpoints_serve_scripts_files_and_tftp_and_refuse_the_rest() {
     let (code, _, agent) = get(&bed, &format!("{base}/52:54:00:00:00:01/load/ubuntu24:2"));
     let agent = String::from_utf8_lossy(&agent).into_owned();
     assert_eq!(code, 200, "{agent}");
-    assert!(agent.contains(" shoal.node=pc1 shoal.action=reload shoal.image=ubuntu24:2 shoal.token="), "{agent}");
+    let args = " BOOTIF=01-52-54-00-00-00-01 shoal.server=http://10.99.0.1:4870 shoal.node=pc1 shoal.task=load \
+                shoal.image=ubuntu24:2 shoal.target=/dev/sda shoal.token=";
+    assert!(agent.contains(args), "{agent}");
 
     assert_eq!(get(&bed, &format!("{base}/52:54:00:00:00:01/load/secret")).0, 403);
     assert_eq!(get(&bed, &format!("{base}/52:54:00:00:00:09.ipxe")).0, 404);

@@ -71,7 +71,7 @@ fn wait_for_log(dir: &Bed, what: &str, timeout: Duration) {
 }
 
 fn node(boot: &str, extra: &str) -> String {
-    format!("[[node]]\nname = \"pc1\"\nmac = \"{MAC}\"\nip = \"{NODE_IP}\"\nboot = \"{boot}\"\n{extra}")
+    format!("[[node]]\nname = \"pc1\"\nmac = \"{MAC}\"\nip = \"{NODE_IP}\"\nboot = \"{boot}\"\ndisk = \"/dev/vda\"\n{extra}")
 }
 
 /// Waits for the node to boot the agent and checks the command line it
@@ -79,9 +79,10 @@ fn node(boot: &str, extra: &str) -> String {
 fn check_agent(mut qemu: QemuNode, dir: &Bed, image: &str, started: Instant) {
     let line = qemu.wait_for_marker(BOOT_TIMEOUT);
     let fail = |what: &str| format!("{what}: {line}\nshoal log:\n{}\nconsole:\n{}", shoal_log(dir), qemu.console());
-    let args = " console=ttyS0 panic=-1 shoal.server=http://10.99.0.1:4870 shoal.node=pc1 ";
+    let args = " console=ttyS0 panic=-1 BOOTIF=01-52-54-00-99-00-01 shoal.server=http://10.99.0.1:4870 shoal.node=pc1 ";
     assert!(line.contains(args), "{}", fail("cmdline"));
-    assert!(line.contains(&format!(" shoal.action=reload shoal.image={image} shoal.token=")), "{}", fail("action"));
+    let task = format!(" shoal.task=load shoal.image={image} shoal.target=/dev/vda shoal.token=");
+    assert!(line.contains(&task), "{}", fail("task"));
     let token = line.rsplit("shoal.token=").next().and_then(|t| t.split_whitespace().next()).unwrap_or("");
     assert!(token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()), "{}", fail("token"));
     assert!(qemu.wait_for_exit(Duration::from_secs(30)), "the initramfs did not power off");

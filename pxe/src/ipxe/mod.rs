@@ -27,19 +27,24 @@ use std::fmt;
 
 mod script;
 
-pub use script::{Agent, AgentAction, Menu, MenuDefault, MenuEntry, Retry, Script, MAX_CMDLINE};
+pub use script::{Agent, AgentAction, AgentBoot, Menu, MenuDefault, MenuEntry, Retry, Script, MAX_CMDLINE};
 
-/// The kernel command line parameters the agent reads. The agent
-/// endpoints that check the token come with the control plane.
+/// The kernel command line parameters the agent reads (its
+/// `init::cmdline`). The agent endpoints that check the token come with
+/// the control plane.
 pub mod cmdline {
+    /// The NIC the node booted from, pxelinux's way: `01-aa-bb-cc-dd-ee-ff`.
+    pub const BOOTIF: &str = "BOOTIF";
     /// The server's base URL (`http://10.0.0.1:4870`).
     pub const SERVER: &str = "shoal.server";
     /// The node's name in the catalog.
     pub const NODE: &str = "shoal.node";
-    /// `reload`, `capture` or `wipe`.
-    pub const ACTION: &str = "shoal.action";
-    /// The image to load (reload) or the name to capture under (capture).
+    /// `load`, `capture` or `wipe`.
+    pub const TASK: &str = "shoal.task";
+    /// The image to load, or the name to capture under.
     pub const IMAGE: &str = "shoal.image";
+    /// The disk the task works on (`/dev/sda`).
+    pub const TARGET: &str = "shoal.target";
     /// The one-time agent token.
     pub const TOKEN: &str = "shoal.token";
 }

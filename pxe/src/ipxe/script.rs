@@ -1,8 +1,8 @@
 //! The three scripts a node can get, and their text.
 //!
 //! - [`Script::Agent`]: download the agent kernel and initramfs and boot
-//!   them with a command line naming the server, the node, the action and
-//!   a one-time token.
+//!   them with a command line naming the NIC, the server, the node, the
+//!   task, its disk and a one-time token (see [`super::cmdline`]).
 //! - [`Script::Local`]: boot the first local disk. On BIOS,
 //!   `sanboot --no-describe --drive 0x80` (the disk's boot sector, without
 //!   publishing an iBFT/ACPI table); on UEFI, `exit 1`, which hands control
@@ -62,6 +62,22 @@ impl AgentAction {
     }
 }
 
+/// Where the agent runs and what it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentBoot<'a> {
+    pub node: &'a Word,
+    pub mac: Mac,
+    /// The server's base URL.
+    pub server: &'a Url,
+    pub token: &'a Word,
+    /// The disk the task works on.
+    pub target: &'a Word,
+    pub kernel: Url,
+    pub initrd: Url,
+    /// Kernel arguments before Shoal's own (console settings and the like).
+    pub args: &'a [Word],
+}
+
 /// The agent boot of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
@@ -74,38 +90,30 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// The agent for `node`: `kernel` and `initrd` are downloaded, and the
-    /// kernel gets `args` (console settings and the like) followed by
-    /// Shoal's parameters (see [`cmdline`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node: Word,
-        mac: Mac,
-        action: AgentAction,
-        server: &Url,
-        token: &Word,
-        kernel: Url,
-        initrd: Url,
-        args: &[Word],
-    ) -> Result<Agent, ScriptError> {
+    /// The agent doing `action`: `b.kernel` and `b.initrd` are
+    /// downloaded, and the kernel gets `b.args` followed by Shoal's
+    /// parameters (see [`cmdline`]).
+    pub fn new(action: AgentAction, b: AgentBoot<'_>) -> Result<Agent, ScriptError> {
         let mut line = String::from("initrd=shoal-initrd");
-        for a in args {
+        for a in b.args {
             let _ = write!(line, " {a}");
         }
-        let (verb, image) = match &action {
-            AgentAction::Reload(image) => ("reload", Some(image)),
+        let (task, image) = match &action {
+            AgentAction::Reload(image) => ("load", Some(image)),
             AgentAction::Capture(name) => ("capture", Some(name)),
             AgentAction::Wipe => ("wipe", None),
         };
-        let _ = write!(line, " {}={server} {}={node} {}={verb}", cmdline::SERVER, cmdline::NODE, cmdline::ACTION);
+        let bootif = b.mac.to_string().replace(':', "-");
+        let _ = write!(line, " {}=01-{bootif} {}={}", cmdline::BOOTIF, cmdline::SERVER, b.server);
+        let _ = write!(line, " {}={} {}={task}", cmdline::NODE, b.node, cmdline::TASK);
         if let Some(image) = image {
             let _ = write!(line, " {}={image}", cmdline::IMAGE);
         }
-        let _ = write!(line, " {}={token}", cmdline::TOKEN);
+        let _ = write!(line, " {}={} {}={}", cmdline::TARGET, b.target, cmdline::TOKEN, b.token);
         if line.len() >= MAX_CMDLINE {
             return Err(ScriptError::CommandLine(line.len()));
         }
-        Ok(Agent { node, mac, action, kernel, initrd, cmdline: line })
+        Ok(Agent { node: b.node.clone(), mac: b.mac, action, kernel: b.kernel, initrd: b.initrd, cmdline: line })
     }
 
     /// The kernel command line, as the script passes it.

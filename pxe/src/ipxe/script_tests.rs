@@ -14,14 +14,17 @@ fn url(s: &str) -> Url {
 
 fn agent(action: AgentAction) -> Agent {
     Agent::new(
-        word("pc1"),
-        MAC,
         action,
-        &url("http://10.0.0.1:4870"),
-        &word("0123abcd"),
-        url("http://10.0.0.1:4870/boot/agent/kernel"),
-        url("http://10.0.0.1:4870/boot/agent/initrd"),
-        &[word("console=ttyS0,115200")],
+        AgentBoot {
+            node: &word("pc1"),
+            mac: MAC,
+            server: &url("http://10.0.0.1:4870"),
+            token: &word("0123abcd"),
+            target: &word("/dev/sda"),
+            kernel: url("http://10.0.0.1:4870/boot/agent/kernel"),
+            initrd: url("http://10.0.0.1:4870/boot/agent/initrd"),
+            args: &[word("console=ttyS0,115200")],
+        },
     )
     .expect("short command line")
 }
@@ -84,8 +87,8 @@ fn agent_script_boots_kernel_and_initrd_with_the_node_token_on_the_command_line(
     lint(&text);
     assert!(text.contains(
         "kernel --name shoal-kernel http://10.0.0.1:4870/boot/agent/kernel initrd=shoal-initrd \
-         console=ttyS0,115200 shoal.server=http://10.0.0.1:4870 shoal.node=pc1 shoal.action=reload \
-         shoal.image=debian12 shoal.token=0123abcd || goto retry\n"
+         console=ttyS0,115200 BOOTIF=01-52-54-00-12-34-56 shoal.server=http://10.0.0.1:4870 shoal.node=pc1 \
+         shoal.task=load shoal.image=debian12 shoal.target=/dev/sda shoal.token=0123abcd || goto retry\n"
     ));
     assert!(text.contains("initrd --name shoal-initrd http://10.0.0.1:4870/boot/agent/initrd || goto retry\n"));
     assert!(text.contains("boot || goto retry\n"));
@@ -94,9 +97,11 @@ fn agent_script_boots_kernel_and_initrd_with_the_node_token_on_the_command_line(
 #[test]
 fn agent_actions_reach_the_command_line() {
     let capture = agent(AgentAction::Capture(word("gold")));
-    assert!(capture.cmdline().ends_with("shoal.action=capture shoal.image=gold shoal.token=0123abcd"));
+    assert!(capture
+        .cmdline()
+        .ends_with("shoal.task=capture shoal.image=gold shoal.target=/dev/sda shoal.token=0123abcd"));
     let wipe = agent(AgentAction::Wipe);
-    assert!(wipe.cmdline().ends_with("shoal.node=pc1 shoal.action=wipe shoal.token=0123abcd"));
+    assert!(wipe.cmdline().ends_with("shoal.node=pc1 shoal.task=wipe shoal.target=/dev/sda shoal.token=0123abcd"));
     lint(&Script::Agent(wipe).render(Retry::default()));
 }
 
@@ -155,14 +160,17 @@ fn unregistered_machines_get_a_menu_without_images() {
 fn command_line_longer_than_linux_takes_is_refused() {
     let args: Vec<Word> = (0..10).map(|i| word(&format!("x{i}={}", "y".repeat(250)))).collect();
     let got = Agent::new(
-        word("pc1"),
-        MAC,
         AgentAction::Wipe,
-        &url("http://s"),
-        &word("t"),
-        url("http://s/k"),
-        url("http://s/i"),
-        &args,
+        AgentBoot {
+            node: &word("pc1"),
+            mac: MAC,
+            server: &url("http://s"),
+            token: &word("t"),
+            target: &word("/dev/sda"),
+            kernel: url("http://s/k"),
+            initrd: url("http://s/i"),
+            args: &args,
+        },
     );
     assert!(matches!(got, Err(ScriptError::CommandLine(n)) if n > MAX_CMDLINE), "{got:?}");
 }

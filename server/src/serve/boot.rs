@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use shoal_pxe::dhcp::{BootPolicy, Mac, NodeBoot, UnknownClients};
-use shoal_pxe::ipxe::{Agent, AgentAction, Menu, MenuDefault, MenuEntry, Retry, Script, ScriptError, Url, Word};
+use shoal_pxe::ipxe::{
+    Agent, AgentAction, AgentBoot, Menu, MenuDefault, MenuEntry, Retry, Script, ScriptError, Url, Word,
+};
 
 use super::nodes::{BootDecision, Node, NodeCatalog};
 use super::token::{AgentTokens, TokenError};
@@ -140,14 +142,17 @@ impl BootService {
         let token = self.tokens.issue(&node.name, describe.clone(), SystemTime::now())?;
         let base = &self.settings.base;
         let agent = Agent::new(
-            node.name.as_word().clone(),
-            node.mac,
             action,
-            base,
-            &token,
-            Url::new(format!("{base}/{}", paths::KERNEL))?,
-            Url::new(format!("{base}/{}", paths::INITRD))?,
-            &self.settings.agent_args,
+            AgentBoot {
+                node: node.name.as_word(),
+                mac: node.mac,
+                server: base,
+                token: &token,
+                target: &node.disk,
+                kernel: Url::new(format!("{base}/{}", paths::KERNEL))?,
+                initrd: Url::new(format!("{base}/{}", paths::INITRD))?,
+                args: &self.settings.agent_args,
+            },
         )?;
         tracing::info!(node = %node.name, mac = %node.mac, action = %describe, "boot: agent token issued");
         Ok(Script::Agent(agent))

@@ -49,9 +49,9 @@ fn reload_node_gets_the_agent_with_a_fresh_recorded_token() {
     let boot = service(true, UnknownClients::Ignore);
     let first = boot.script(mac(1)).expect("script");
     assert!(first.contains("kernel --name shoal-kernel http://10.0.0.1:4870/boot/agent/kernel "), "{first}");
-    assert!(
-        first.contains(" shoal.server=http://10.0.0.1:4870 shoal.node=pc1 shoal.action=reload shoal.image=debian12 ")
-    );
+    let args = " BOOTIF=01-52-54-00-00-00-01 shoal.server=http://10.0.0.1:4870 shoal.node=pc1 shoal.task=load \
+                shoal.image=debian12 shoal.target=/dev/sda shoal.token=";
+    assert!(first.contains(args), "{first}");
     assert!(first.contains("initrd --name shoal-initrd http://10.0.0.1:4870/boot/agent/initrd "));
     let second = boot.script(mac(1)).expect("script");
     let (t1, t2) = (token_in(&first), token_in(&second));
@@ -70,7 +70,7 @@ fn menu_node_gets_its_images_and_each_choice_loads_only_an_allowed_image() {
     assert!(menu.contains("set shoal-url http://10.0.0.1:4870/boot/52:54:00:00:00:02/load/ubuntu24:2\n"));
     assert!(!menu.contains("shoal.token"), "a menu issues no token");
     let load = boot.load_script(mac(2), "ubuntu24:2").expect("allowed");
-    assert!(load.contains("shoal.node=pc2 shoal.action=reload shoal.image=ubuntu24:2 shoal.token="));
+    assert!(load.contains("shoal.node=pc2 shoal.task=load shoal.image=ubuntu24:2 shoal.target=/dev/sda shoal.token="));
     assert!(matches!(boot.load_script(mac(2), "secret"), Err(BootError::NotAllowed { .. })));
     assert!(matches!(boot.load_script(mac(1), "debian12"), Err(BootError::NotAllowed { .. })));
     assert!(matches!(boot.load_script(mac(9), "debian12"), Err(BootError::UnknownMac(_))));

@@ -11,6 +11,7 @@
 //! boot = "reload debian12"        # local | reload IMAGE | capture NAME | wipe | menu
 //! images = ["debian12", "ubuntu24"]  # what its menu offers
 //! menu_default = "debian12"       # optional; else the local disk
+//! disk = "/dev/vda"               # the agent's target; default /dev/sda
 //! ```
 //!
 //! **API boundary.** The boot service asks a [`NodeCatalog`] about a MAC
@@ -28,6 +29,8 @@ use shoal_pxe::ipxe::Word;
 
 /// The default menu timeout.
 pub const MENU_TIMEOUT_SECS: u32 = 30;
+/// The disk the agent works on unless a node names another.
+pub const DEFAULT_DISK: &str = "/dev/sda";
 
 /// A node's name: a hostname label (letters, digits, `-`, `.`, `_`; at most
 /// 63), usable in DHCP option 12 and iPXE scripts alike.
@@ -107,6 +110,8 @@ pub struct Node {
     /// local disk when `None`.
     pub menu_default: Option<Word>,
     pub menu_timeout_secs: u32,
+    /// The disk the agent loads, captures or wipes: a `/dev/` path.
+    pub disk: Word,
 }
 
 impl Node {
@@ -153,6 +158,9 @@ pub enum NodesError {
     /// two nodes share a name, a mac or an address
     #[error("node {node}: {what} {value} is used by another node")]
     Duplicate { node: String, what: &'static str, value: String },
+    /// a disk is not a plain /dev path
+    #[error("disk {0:?} must be a /dev/ path of letters, digits and ._-/")]
+    Disk(String),
     /// a menu default is not among the node's images
     #[error("node {0}: menu_default is not one of its images")]
     MenuDefault(String),
@@ -176,6 +184,7 @@ struct NodeRepr {
     #[serde(default)]
     images: Vec<String>,
     menu_default: Option<String>,
+    disk: Option<String>,
 }
 
 /// The nodes of a nodes file, by MAC.
@@ -201,6 +210,7 @@ impl NodeTable {
                 images: n.images.iter().map(image).collect::<Result<_, _>>()?,
                 menu_default: n.menu_default.as_ref().map(image).transpose()?,
                 menu_timeout_secs: timeout,
+                disk: disk(n.disk.as_deref().unwrap_or(DEFAULT_DISK))?,
             };
             let dup = |what, value: String| NodesError::Duplicate { node: n.name.clone(), what, value };
             if node.menu_default.as_ref().is_some_and(|d| !node.images.contains(d)) {
@@ -218,6 +228,14 @@ impl NodeTable {
             table.by_mac.insert(node.mac, node);
         }
         Ok(table)
+    }
+}
+
+fn disk(s: &str) -> Result<Word, NodesError> {
+    let plain = s.starts_with("/dev/") && !s.contains("/../") && !s.ends_with("/..");
+    match Word::new(s) {
+        Ok(w) if plain => Ok(w),
+        _ => Err(NodesError::Disk(s.to_owned())),
     }
 }
 
@@ -257,6 +275,7 @@ name = "pc2"
 mac = "52-54-00-12-34-57"
 ip = "10.0.0.22"
 boot = "local"
+disk = "/dev/vda"
 "#;
 
     #[test]
@@ -267,6 +286,9 @@ boot = "local"
         assert_eq!(pc1.boot, BootDecision::Reload(Word::new("debian12:3").expect("word")));
         assert_eq!(pc1.menu_default.as_ref().map(Word::as_str), Some("ubuntu24"));
         assert_eq!(pc1.menu_timeout_secs, 12);
+        assert_eq!(pc1.disk.as_str(), "/dev/sda");
+        let pc2 = t.by_mac("52:54:00:12:34:57".parse().expect("mac")).expect("pc2");
+        assert_eq!(pc2.disk.as_str(), "/dev/vda");
         assert!(t.is_reserved(Ipv4Addr::new(10, 0, 0, 22)));
         assert!(!t.is_reserved(Ipv4Addr::new(10, 0, 0, 23)));
         assert_eq!(t.all().len(), 2);
@@ -294,6 +316,8 @@ boot = "local"
         assert!(matches!(NodeTable::parse(&image), Err(NodesError::Image(_))));
         let name = FILE.replace("name = \"pc2\"", "name = \"pc 2\"");
         assert!(matches!(NodeTable::parse(&name), Err(NodesError::Name(_))));
+        let disk = FILE.replace("/dev/vda", "sda");
+        assert!(matches!(NodeTable::parse(&disk), Err(NodesError::Disk(_))));
         let default = FILE.replace("menu_default = \"ubuntu24\"", "menu_default = \"other\"");
         assert!(matches!(NodeTable::parse(&default), Err(NodesError::MenuDefault(_))));
         let unknown_key = FILE.replace("boot = \"local\"", "boot = \"local\"\ncolour = \"red\"");
