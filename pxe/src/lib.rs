@@ -1,5 +1,5 @@
-//! Network boot services: DHCP (full and proxy, [`dhcp`]) and a read-only
-//! TFTP server ([`tftp`]). iPXE script rendering comes with the boot work.
+//! Network boot services: DHCP (full and proxy, [`dhcp`]), a read-only
+//! TFTP server ([`tftp`]) and iPXE script rendering ([`ipxe`]).
 //!
 //! This crate knows nothing of the catalog: boot decisions come through
 //! [`dhcp::BootPolicy`], which the server implements. Both protocols have a
@@ -10,4 +10,5 @@
 #![forbid(unsafe_code)]
 
 pub mod dhcp;
+pub mod ipxe;
 pub mod tftp;

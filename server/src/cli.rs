@@ -39,7 +39,8 @@ pub enum Command {
     Key,
 
     /// Run the imaging server: serve images to nodes over HTTP and
-    /// multicast sessions. Runs until SIGINT or SIGTERM.
+    /// multicast sessions and, with --dhcp, boot them from the network
+    /// (DHCP, TFTP and iPXE scripts). Runs until SIGINT or SIGTERM.
     Server(ServerArgs),
 
     /// Build what nodes boot.
@@ -107,6 +108,101 @@ pub struct ServerArgs {
     /// Seconds without requests after which a session ends.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_secs: u64,
+    #[command(flatten)]
+    pub boot: BootArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DhcpMode {
+    /// No DHCP service (the site's DHCP server points nodes elsewhere).
+    Off,
+    /// Addresses for registered nodes (and the --pool), with boot files.
+    Full,
+    /// proxyDHCP beside the site's DHCP server: boot information only.
+    Proxy,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Unknown {
+    /// Machines not in --nodes get no boot file.
+    Ignore,
+    /// Machines not in --nodes get iPXE and a menu (local disk or ask
+    /// again); in full mode only with a --pool.
+    Menu,
+}
+
+/// Network boot: DHCP, TFTP and the iPXE scripts at
+/// /boot/{mac}.ipxe (see README.md, "Network boot").
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Network boot")]
+pub struct BootArgs {
+    /// Registered nodes: a TOML file of [[node]] tables with name, mac, ip,
+    /// boot (local, reload IMAGE, capture NAME, wipe or menu) and images.
+    #[arg(long, value_name = "FILE")]
+    pub nodes: Option<PathBuf>,
+    /// DHCP service.
+    #[arg(long, value_enum, default_value = "off")]
+    pub dhcp: DhcpMode,
+    /// Serve DHCP on this interface only.
+    #[arg(long, value_name = "IFACE")]
+    pub dhcp_iface: Option<String>,
+    /// This server's address on the boot network: the DHCP server id, the
+    /// TFTP next-server and the host in iPXE URLs (default: the --listen
+    /// address, unless it is 0.0.0.0).
+    #[arg(long)]
+    pub server_ip: Option<std::net::Ipv4Addr>,
+    /// Full DHCP: the subnet mask handed out.
+    #[arg(long, default_value = "255.255.255.0")]
+    pub netmask: std::net::Ipv4Addr,
+    /// Full DHCP: a default router to hand out (repeatable).
+    #[arg(long)]
+    pub router: Vec<std::net::Ipv4Addr>,
+    /// Full DHCP: a DNS server to hand out (repeatable).
+    #[arg(long)]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    /// Full DHCP: addresses for machines not in --nodes, as FIRST-LAST;
+    /// leases are kept in DATA_DIR/dhcp-leases.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub pool: Option<String>,
+    /// Full DHCP: lease time in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub lease_secs: u64,
+    /// What machines not in --nodes get.
+    #[arg(long, value_enum, default_value = "ignore")]
+    pub unknown: Unknown,
+    /// Where TFTP listens (default 0.0.0.0:69 when --dhcp is on; when
+    /// given, TFTP runs even with --dhcp off).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub tftp_listen: Option<std::net::SocketAddr>,
+    /// Directory served over TFTP, which must hold undionly.kpxe and
+    /// ipxe.efi (default: DATA_DIR/tftp, filled at start from --ipxe-bios
+    /// and --ipxe-efi).
+    #[arg(long, value_name = "DIR")]
+    pub tftp_root: Option<PathBuf>,
+    /// iPXE for BIOS PXE ROMs, served as undionly.kpxe.
+    #[arg(long, value_name = "PATH", default_value = "/usr/lib/ipxe/undionly.kpxe")]
+    pub ipxe_bios: PathBuf,
+    /// iPXE for x86-64 UEFI, served as ipxe.efi over TFTP and at
+    /// /boot/ipxe.efi for UEFI HTTP boot.
+    #[arg(long, value_name = "PATH", default_value = "/usr/lib/ipxe/ipxe.efi")]
+    pub ipxe_efi: PathBuf,
+    /// The agent's kernel, served at /boot/agent/kernel.
+    #[arg(long, value_name = "PATH", requires = "agent_initrd")]
+    pub agent_kernel: Option<PathBuf>,
+    /// The agent's initramfs, served at /boot/agent/initrd.
+    #[arg(long, value_name = "PATH", requires = "agent_kernel")]
+    pub agent_initrd: Option<PathBuf>,
+    /// Kernel arguments for the agent, before Shoal's own (BOOTIF,
+    /// shoal.server, shoal.node, shoal.task, shoal.image, shoal.target,
+    /// shoal.token).
+    #[arg(long, value_name = "ARGS", default_value = "console=tty0 console=ttyS0,115200")]
+    pub agent_cmdline: String,
+    /// Failed downloads a booting node retries before it reboots.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub boot_retries: u32,
+    /// Seconds a booting node waits between retries.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=600))]
+    pub boot_retry_secs: u32,
 }
 
 #[derive(Subcommand, Debug)]

@@ -27,6 +27,8 @@ use crate::store::{Store, StoredImage};
 pub enum Failure {
     /// An image or target did not verify (exit 3).
     Verify(anyhow::Error),
+    /// Arguments or configuration files that make no sense (exit 2).
+    Usage(anyhow::Error),
     /// Anything else (exit 1).
     Other(anyhow::Error),
 }
@@ -99,6 +101,21 @@ pub fn run(cli: &Cli) -> Result<()> {
 }
 
 fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
+    use crate::serve::{netboot, nodes};
+    let netboot =
+        netboot::Netboot::from_args(&a.boot, a.listen, &cli.data_dir).map_err(|e| Failure::Usage(e.into()))?;
+    let catalog: std::sync::Arc<dyn nodes::NodeCatalog> = match &netboot.nodes {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| netboot::NetbootError::NodesRead { path: path.clone(), source })?;
+            let table = nodes::NodeTable::parse(&text)
+                .map_err(|source| netboot::NetbootError::Nodes { path: path.clone(), source })
+                .map_err(|e| Failure::Usage(e.into()))?;
+            std::sync::Arc::new(table)
+        }
+        None => std::sync::Arc::new(nodes::NodeTable::default()),
+    };
+    netboot.check_nodes(catalog.as_ref()).map_err(|e| Failure::Usage(e.into()))?;
     let store =
         Store::open(&cli.data_dir).with_context(|| format!("opening the store at {}", cli.data_dir.display()))?;
     let mut sessions = crate::serve::default_session_config();
@@ -108,7 +125,7 @@ fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
     sessions.ttl = a.ttl;
     sessions.max_rate = a.rate_mbit * 1_000_000 / 8;
     sessions.idle = std::time::Duration::from_secs(a.idle_secs);
-    crate::serve::run(store, crate::serve::ServerConfig { listen: a.listen, sessions })?;
+    crate::serve::run(store, crate::serve::ServerConfig { listen: a.listen, sessions, netboot }, catalog)?;
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! The `shoal` server and command line.
 //!
 //! Today: the local chunk store and image catalog ([`store`]), the
-//! server's signing keys ([`keys`]), and the offline image commands
+//! server's signing keys ([`keys`]), the offline image commands
 //! ([`image`]: capture, deploy, verify, import, export) built on the
-//! agent's disk library, and `shoal initramfs build` ([`initramfs`]).
-//! The daemon (`shoal server`: HTTP API, multicast sessions, jobs) comes
-//! with later work.
+//! agent's disk library, `shoal initramfs build` ([`initramfs`]), and the
+//! daemon ([`serve`]: HTTP API, multicast sessions, network boot with DHCP,
+//! TFTP and iPXE scripts). Jobs, power control and the catalog database
+//! come with later work.
 //!
 //! What is not here: partition-table and filesystem parsing, and the
 //! capture and deploy pipelines (all in `shoal-agent`); formats (in

@@ -19,6 +19,10 @@ fn main() -> ExitCode {
             eprintln!("shoal: verification failed: {e:#}");
             ExitCode::from(3)
         }
+        Err(Failure::Usage(e)) => {
+            eprintln!("shoal: {e:#}");
+            ExitCode::from(2)
+        }
         Err(Failure::Other(e)) => {
             eprintln!("shoal: {e:#}");
             ExitCode::from(1)

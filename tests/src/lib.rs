@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 pub mod netbed;
+pub mod pxeboot;
 
 pub use tempfile::TempDir;
 

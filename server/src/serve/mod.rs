@@ -1,14 +1,23 @@
-//! `shoal server`: the daemon. Today it serves images to nodes: the HTTP
-//! API in [`http`] and the multicast sessions in [`session`].
+//! `shoal server`: the daemon. It serves images to nodes (the HTTP API in
+//! [`http`], the multicast sessions in [`session`]) and boots them from
+//! the network: [`netboot`] turns the command line into DHCP and TFTP
+//! settings, [`nodes`] holds the registered nodes, [`boot`] renders each
+//! node's iPXE script and issues agent tokens ([`token`]).
 
+pub mod boot;
 pub mod http;
+pub mod netboot;
+pub mod nodes;
 pub mod session;
+pub mod token;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use shoal_pxe::dhcp::{BootPolicy, DhcpServer};
+use tokio::sync::watch;
 
 use crate::store::Store;
 
@@ -17,21 +26,51 @@ use crate::store::Store;
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub sessions: session::SessionConfig,
+    pub netboot: netboot::Netboot,
 }
 
-/// Runs until SIGINT or SIGTERM.
-pub fn run(store: Store, config: ServerConfig) -> anyhow::Result<()> {
+/// Runs until SIGINT or SIGTERM. `catalog` holds the registered nodes,
+/// already checked with [`netboot::Netboot::check_nodes`].
+pub fn run(store: Store, config: ServerConfig, catalog: Arc<dyn nodes::NodeCatalog>) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let sessions = session::Sessions::new(Arc::clone(&store), config.sessions.clone());
-    let app = http::App { store, sessions };
+    let netboot = config.netboot;
+    let boot = netboot.boot.clone().map(|s| Arc::new(boot::BootService::new(catalog, s)));
+    let tftp_config = netboot.tftp_config()?;
+    let app = http::App { store, sessions, boot: boot.clone(), files: Arc::new(netboot.files.clone()) };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = || {
+            let mut rx = stopped.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        if let (Some((cfg, opts)), Some(boot)) = (netboot.dhcp, &boot) {
+            let policy: Arc<dyn BootPolicy> = boot.clone();
+            let dhcp = DhcpServer::bind(cfg, policy, opts).await.context("starting dhcp")?;
+            tasks.spawn(dhcp.run(until_stopped()));
+        }
+        if let Some(cfg) = tftp_config {
+            let tftp = shoal_pxe::tftp::Server::bind(cfg).context("starting tftp")?;
+            tasks.spawn(tftp.run(until_stopped()));
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         tracing::info!(listen = %config.listen, group_base = %config.sessions.group_base,
             port = config.sessions.port, "shoal server ready");
-        axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown()).await.context("serving HTTP")
+        let served = axum::serve(listener, http::router(app))
+            .with_graceful_shutdown(async move {
+                shutdown().await;
+                let _ = stop.send(true);
+            })
+            .await
+            .context("serving HTTP");
+        while tasks.join_next().await.is_some() {}
+        served
     })
 }
 
