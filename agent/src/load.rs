@@ -267,7 +267,7 @@ fn receive(
     let mut info = join_session(base, &m.id)?;
     let mut pinned = sender_ip(&info, base);
     let mut sock = crate::net::multicast_socket(info.group, info.port, cfg.iface, 1)?;
-    sock.set_nonblocking(true)?;
+    let mut incoming = crate::net::Datagrams::new(&sock)?;
     let mut rx = new_receiver(&info, &sizes, need.iter().copied(), now())?;
     let mut retired = receiver::ReceiverStats::default();
 
@@ -310,7 +310,6 @@ fn receive(
         drop(done_tx);
         let result = (|| -> Result<(), LoadError> {
             let mut out = Vec::with_capacity(MAX_DATAGRAM);
-            let mut inbuf = vec![0u8; 65536];
             let mut http = false;
             let mut rejoined = false;
             let mut heard = (0u64, Instant::now());
@@ -406,7 +405,7 @@ fn receive(
                             info = fresh;
                             pinned = sender_ip(&info, base);
                             sock = crate::net::multicast_socket(info.group, info.port, cfg.iface, 1)?;
-                            sock.set_nonblocking(true)?;
+                            incoming = crate::net::Datagrams::new(&sock)?;
                             let left: Vec<u32> = remaining.iter().copied().filter(|i| !in_flight.contains(i)).collect();
                             rx = new_receiver(&info, &sizes, left, now())?;
                             continue;
@@ -423,24 +422,18 @@ fn receive(
                 // run first would ask again for blocks sitting in the buffer.
                 let wait = rx.poll_timeout().map_or(Duration::from_millis(50), |t| t.saturating_since(now()));
                 if crate::net::wait_readable(&sock, wait.min(Duration::from_millis(50)))? {
-                    for _ in 0..MAX_DRAIN {
-                        match sock.recv_from(&mut inbuf) {
-                            // Blocks and statuses only come from the sender:
-                            // anyone else on the segment is counted and ignored.
-                            Ok((n, from))
-                                if pinned.is_some_and(|ip| from.ip() != ip) && wire::from_sender(&inbuf[..n]) =>
-                            {
-                                report.foreign_packets += 1;
-                                if report.foreign_packets.is_power_of_two() {
-                                    tracing::warn!(%from, count = report.foreign_packets, "blocks from a host that is not the sender");
-                                }
+                    incoming.drain(&sock, MAX_DRAIN, |from, bytes| {
+                        // Blocks and statuses only come from the sender: anyone
+                        // else on the segment is counted and ignored.
+                        if pinned.is_some_and(|ip| from.ip() != ip) && wire::from_sender(bytes) {
+                            report.foreign_packets += 1;
+                            if report.foreign_packets.is_power_of_two() {
+                                tracing::warn!(%from, count = report.foreign_packets, "blocks from a host that is not the sender");
                             }
-                            Ok((n, from)) => rx.handle(now(), from, &inbuf[..n]),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e.into()),
+                        } else {
+                            rx.handle(now(), from, bytes);
                         }
-                    }
+                    })?;
                 }
                 if rx.poll_timeout().is_some_and(|t| t <= now()) {
                     rx.handle_timeout(now());

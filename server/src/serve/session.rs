@@ -18,7 +18,7 @@ use shoal_proto::mcast::{sender, Sender, SenderConfig, SessionId, Time, MAX_DATA
 use shoal_proto::{ChunkHash, ImageId};
 
 use crate::store::Store;
-use shoal_agent::net::multicast_socket;
+use shoal_agent::net::{multicast_socket, wait_readable, Batcher, Datagrams};
 
 /// Blocks sent this recently are in flight: a request for them does not
 /// queue them again. Through real sockets, a receiver often asks for a
@@ -92,6 +92,7 @@ impl Sessions {
         let sizes: Vec<u32> = m.chunks().map(|(_, c)| c.csize).collect();
         let hashes: Vec<ChunkHash> = m.chunks().map(|(_, c)| c.hash).collect();
         let sock = multicast_socket(group, info.port, self.config.iface, self.config.ttl)?;
+        sock.set_nonblocking(true)?;
         let mut sc = SenderConfig::new(self.config.max_rate);
         sc.idle_timeout = self.config.idle;
         sc.resend_guard = RESEND_GUARD;
@@ -143,6 +144,9 @@ impl ChunkCache {
     }
 }
 
+/// Datagrams taken from the socket at most between two sending turns.
+const MAX_DRAIN: usize = 1024;
+
 /// Moves datagrams between the socket and the sender until it is idle.
 fn run(
     mut sender: Sender,
@@ -155,7 +159,8 @@ fn run(
     let now = || Time::from_duration(start.elapsed());
     let mut cache = ChunkCache { entries: VecDeque::new() };
     let mut buf = Vec::with_capacity(MAX_DATAGRAM);
-    let mut rx = vec![0u8; 65536];
+    let mut batch = Batcher::new(sock, dest)?;
+    let mut incoming = Datagrams::new(sock)?;
     loop {
         // Send everything the pacer allows now.
         loop {
@@ -169,13 +174,9 @@ fn run(
                     chunk.get(a..b).ok_or_else(|| io::Error::other("stored chunk shorter than its manifest size"))?;
                 buf.extend_from_slice(bytes);
             }
-            if let Err(e) = sock.send_to(&buf, dest) {
-                // A full send buffer is back-pressure, not failure.
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    tracing::warn!("send: {e}");
-                }
-            }
+            batch.push(sock, &buf)?;
         }
+        batch.flush(sock)?;
         while let Some(ev) = sender.poll() {
             match ev {
                 sender::Event::Idle => {
@@ -190,6 +191,8 @@ fn run(
                         throttled = st.throttled,
                         malformed = st.malformed,
                         rate = sender.rate(),
+                        gso_sends = batch.sends,
+                        failed_sends = batch.failed_sends,
                         "session idle"
                     );
                     return Ok(());
@@ -200,13 +203,12 @@ fn run(
                 sender::Event::Report(r) => tracing::info!(report = ?r, "receiver report"),
             }
         }
-        // Wait for a request or the next deadline.
+        // Wait for a request or the next deadline, then take every request
+        // already queued: one a turn would let a backlog of requests (and
+        // the receivers' view of the session) fall ever further behind.
         let wait = sender.poll_timeout().map_or(Duration::from_millis(100), |t| t.saturating_since(now()));
-        sock.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), Duration::from_millis(100))))?;
-        match sock.recv_from(&mut rx) {
-            Ok((n, from)) => sender.handle(now(), from, &rx[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            Err(e) => return Err(e),
+        if wait_readable(sock, wait.min(Duration::from_millis(100)))? {
+            incoming.drain(sock, MAX_DRAIN, |from, bytes| sender.handle(now(), from, bytes))?;
         }
         if sender.poll_timeout().is_some_and(|t| t <= now()) {
             sender.handle_timeout(now());
