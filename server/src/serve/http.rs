@@ -8,6 +8,9 @@
 //!   started if there is none (JSON)
 //! - `GET  /v1/chunks/{hash}`: one chunk (bytes), for nodes that hear no
 //!   multicast
+//!
+//! Agents capture through the routes in [`super::upload`]: `POST
+//! /v1/chunks/missing`, `PUT /v1/chunks/{hash}` and `POST /v1/images`.
 
 use std::sync::Arc;
 
@@ -21,6 +24,7 @@ use serde_json::json;
 use shoal_proto::ChunkHash;
 
 use super::session::Sessions;
+use super::upload;
 use crate::image::chain;
 use crate::store::{Store, StoreError};
 
@@ -33,17 +37,20 @@ pub struct App {
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/key", get(key))
-        .route("/v1/images", get(images))
+        .route("/v1/images", get(images).post(upload::post_image).layer(upload::manifest_limit()))
         .route("/v1/images/{image}/manifest", get(manifest))
         .route("/v1/images/{image}/session", post(session))
-        .route("/v1/chunks/{hash}", get(chunk))
+        .route("/v1/chunks/missing", post(upload::missing).layer(upload::missing_limit()))
+        .route("/v1/chunks/{hash}", get(chunk).put(upload::put_chunk).layer(upload::chunk_limit()))
         .with_state(app)
 }
 
 /// Errors as HTTP answers: the one place they are mapped.
-enum ApiError {
+pub(super) enum ApiError {
     NotFound(String),
     BadRequest(String),
+    /// the request is well formed but does not fit the store's state
+    Conflict(String),
     Internal(String),
 }
 
@@ -61,6 +68,7 @@ impl IntoResponse for ApiError {
         let (code, msg) = match self {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Internal(m) => {
                 tracing::error!("{m}");
                 (StatusCode::INTERNAL_SERVER_ERROR, m)
@@ -71,7 +79,9 @@ impl IntoResponse for ApiError {
 }
 
 /// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
 

@@ -1,8 +1,10 @@
 //! `shoal server`: the daemon. Today it serves images to nodes: the HTTP
-//! API in [`http`] and the multicast sessions in [`session`].
+//! API in [`http`] and the multicast sessions in [`session`], and takes
+//! images agents capture through [`upload`].
 
 pub mod http;
 pub mod session;
+pub mod upload;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
