@@ -60,6 +60,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             capture_into(&store, &a.src, &a.partition, &a.os, &a.describe, &a.tuning, &out)?;
             Ok(())
         }
+        ImageCommand::Build(a) => crate::build::run(&store()?, a, &out),
         ImageCommand::Deploy(a) => deploy_cmd(&store()?, a, &out),
         ImageCommand::Verify(a) => verify_cmd(&store()?, a, &out),
         ImageCommand::Info(a) => info_cmd(&store()?, &a.image, &out),
@@ -113,7 +114,7 @@ fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
 }
 
 /// Where results go: JSON on stdout, or text.
-struct Out {
+pub(crate) struct Out {
     json: bool,
     quiet: bool,
 }
@@ -158,7 +159,7 @@ fn set_os(plan: &mut plan::Plan, partitions: &[u32], os: &[String]) -> Result<()
     Ok(())
 }
 
-fn capture_into(
+pub(crate) fn capture_into(
     store: &Store,
     src: &Path,
     partitions: &[u32],
@@ -543,7 +544,7 @@ fn import_cmd(store: &Store, a: &cli::ImportArgs, out: &Out) -> Result<()> {
 }
 
 /// A file removed when dropped.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -568,7 +569,7 @@ fn qemu_format(file: &Path) -> Result<String> {
     Ok(v["format"].as_str().unwrap_or("raw").to_string())
 }
 
-fn run_tool(cmd: &mut Proc) -> Result<()> {
+pub(crate) fn run_tool(cmd: &mut Proc) -> Result<()> {
     let o = cmd.output().with_context(|| format!("running {:?}", cmd.get_program()))?;
     if !o.status.success() {
         return Err(Failure::Other(anyhow!(

@@ -3,7 +3,9 @@
 //! Today: the local chunk store and image catalog ([`store`]), the
 //! server's signing keys ([`keys`]), and the offline image commands
 //! ([`image`]: capture, deploy, verify, import, export) built on the
-//! agent's disk library, and `shoal initramfs build` ([`initramfs`]).
+//! agent's disk library, `shoal image build` ([`build`]: a bootable disk
+//! image from a root filesystem tree), and `shoal initramfs build`
+//! ([`initramfs`]).
 //! The daemon (`shoal server`: HTTP API, multicast sessions, jobs) comes
 //! with later work.
 //!
@@ -11,6 +13,7 @@
 //! capture and deploy pipelines (all in `shoal-agent`); formats (in
 //! `shoal-proto`).
 
+pub mod build;
 pub mod cli;
 pub mod image;
 pub mod initramfs;
