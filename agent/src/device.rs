@@ -134,6 +134,15 @@ impl Device {
         self.block
     }
 
+    /// Whether this is a whole disk: a block device that is not a
+    /// partition of another (sysfs says which).
+    pub fn is_whole_disk(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = self.file.metadata() else { return false };
+        let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+        self.block && !Path::new(&format!("/sys/dev/block/{major}:{minor}/partition")).exists()
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }

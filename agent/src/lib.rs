@@ -13,6 +13,7 @@
 //! What is not here: HTTP routing, the catalog, the chunk store (all in the
 //! server), and any wire or image format (in `shoal-proto`).
 
+pub mod blank;
 pub mod capture;
 pub mod check;
 pub mod deploy;

@@ -313,8 +313,19 @@ fn deploy_onto(
     workers: usize,
     out: &Out,
 ) -> Result<(shoal_agent::deploy::DeployStats, bool)> {
+    let new_table = shoal_agent::blank::table_to_create(m, dest, partition)?;
     let targets = place(m, dest, partition)?;
     precheck(m, &targets, src, workers).map_err(|e| Failure::Verify(e.into()))?;
+    if let Some(writes) = new_table {
+        for (off, bytes) in &writes {
+            dest.write_all_at(bytes, *off)?;
+        }
+        dest.sync()?;
+        if let Err(e) = dest.reread_partitions() {
+            out.warn(&format!("the kernel did not reread the new partition table: {e}"));
+        }
+        out.warn("the target disk had no partition table: the image's was created");
+    }
     let progress = Progress::default();
     let stats = with_bar("deploy", out.quiet, &progress, || deploy(m, &targets, src, dest, free, workers, &progress))
         .map_err(|e| match e {
