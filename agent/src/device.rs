@@ -134,6 +134,15 @@ impl Device {
         self.block
     }
 
+    /// Whether this is a whole disk: a block device that is not a
+    /// partition of another (sysfs says which).
+    pub fn is_whole_disk(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = self.file.metadata() else { return false };
+        let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+        self.block && !Path::new(&format!("/sys/dev/block/{major}:{minor}/partition")).exists()
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -206,21 +215,27 @@ impl Device {
     /// Tells the device `[offset, offset + len)` is unused. Reads may then
     /// return anything; use [`Device::zero_range`] where zeros matter.
     pub fn discard_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Devices without discard: nothing to tell them.
+        self.try_discard_range(offset, len).map(drop)
+    }
+
+    /// As [`Device::discard_range`], but says whether the device could
+    /// discard at all (`false`: it did nothing).
+    pub fn try_discard_range(&self, offset: u64, len: u64) -> io::Result<bool> {
         if len == 0 {
-            return Ok(());
+            return Ok(true);
         }
         if self.block {
             let range = [offset, len];
             // SAFETY: BLKDISCARD reads two u64s through the pointer, which
             // points at a live local array of two u64s.
             return match unsafe { ioctl::blkdiscard(self.file.as_raw_fd(), &range) } {
-                Ok(_) => Ok(()),
-                // Devices without discard: nothing to tell them.
-                Err(nix::errno::Errno::EOPNOTSUPP) => Ok(()),
+                Ok(_) => Ok(true),
+                Err(nix::errno::Errno::EOPNOTSUPP) => Ok(false),
                 Err(e) => Err(annotate(e.into(), &self.path, &format!("discard bytes {offset}+{len}"))),
             };
         }
-        self.zero_range(offset, len)
+        self.zero_range(offset, len).map(|()| true)
     }
 
     fn write_zeros(&self, mut offset: u64, len: u64) -> io::Result<()> {

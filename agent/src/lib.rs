@@ -6,11 +6,14 @@
 //! initramfs) uses it to load nodes.
 //!
 //! [`init`] is the agent as PID 1 in the initramfs: mounts, modules, its
-//! own DHCP client, then the task (today from the kernel command line).
+//! own DHCP client, then the task (today from the kernel command line):
+//! a load ([`load`]), a capture to the server ([`upload`], after
+//! [`scrub`]) or a wipe ([`wipe`]).
 //!
 //! What is not here: HTTP routing, the catalog, the chunk store (all in the
 //! server), and any wire or image format (in `shoal-proto`).
 
+pub mod blank;
 pub mod capture;
 pub mod check;
 pub mod deploy;
@@ -18,11 +21,15 @@ pub mod device;
 pub mod ext4;
 pub mod init;
 pub mod load;
+pub mod mount;
 pub mod net;
 pub mod os_release;
 pub mod place;
 pub mod plan;
 pub mod ranges;
+pub mod scrub;
 pub mod source;
 pub mod swap;
 pub mod table;
+pub mod upload;
+pub mod wipe;

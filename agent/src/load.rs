@@ -148,6 +148,8 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
     } else {
         Device::open_rw(&cfg.dest)?
     };
+    let new_table =
+        if cfg.verify_only || null { None } else { crate::blank::table_to_create(&m, &dest, cfg.partition)? };
     let targets = place(&m, &dest, cfg.partition)?;
     let mut report = LoadReport { image: Some(m.id), ..Default::default() };
 
@@ -193,6 +195,16 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
         m.version
     );
     let writes_disk = !cfg.verify_only && !null;
+    if let Some(writes) = &new_table {
+        tracing::info!("creating the image's partition table on the blank disk");
+        for (off, bytes) in writes {
+            dest.write_all_at(bytes, *off)?;
+        }
+        dest.sync()?;
+        if let Err(e) = dest.reread_partitions() {
+            tracing::warn!("the kernel did not reread the new partition table: {e}");
+        }
+    }
     if writes_disk {
         deploy::prepare(&m, &targets, &dest, cfg.free)?;
     }

@@ -1,6 +1,7 @@
 //! `shoal-agent`: the node side of Shoal. `load` loads an image from a
-//! Shoal server onto a disk, partition or file, and also runs outside the
-//! initramfs. As PID 1 (the initramfs's /init, or `shoal-agent init`) it
+//! Shoal server onto a disk, partition or file; `capture` captures a disk
+//! or partition to a server (scrubbing it first); `wipe` discards or zeroes
+//! a disk. All three also run outside the initramfs. As PID 1 (the initramfs's /init, or `shoal-agent init`) it
 //! boots the node and runs its task: see `shoal_agent::init`.
 //!
 //! Exit status: 0 success, 1 error, 2 bad arguments.
@@ -11,8 +12,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use shoal_agent::capture::Progress;
 use shoal_agent::deploy::FreePolicy;
 use shoal_agent::load::{load, LoadConfig};
+use shoal_agent::scrub::{Category, ScrubConfig};
+use shoal_agent::upload::{capture_to_server, UploadConfig};
+use shoal_agent::wipe::{wipe, WipeMode};
 
 /// The Shoal node agent.
 #[derive(Parser, Debug)]
@@ -31,6 +36,27 @@ enum Command {
     /// (falling back to HTTP when no multicast arrives), verifies every
     /// chunk before writing it, and prints a report.
     Load(LoadArgs),
+
+    /// Capture a disk, a partition or an image file to a Shoal server.
+    ///
+    /// SCRUBS THE SOURCE FIRST, WRITING TO IT: each ext2/3/4 filesystem
+    /// being captured is mounted read-write on a private directory, and its
+    /// SSH host keys, shell histories, logs (truncated), machine-id,
+    /// cloud-init instance state and password hashes (locked with `!`) are
+    /// removed; a list of what was scrubbed is printed. Use --no-scrub to
+    /// capture the source untouched, --scrub-keep to spare a category.
+    /// Only chunks the server lacks are uploaded; the server checks and
+    /// signs the manifest and gives the image its id. The server's upload
+    /// routes are unauthenticated until the control plane adds tokens.
+    Capture(CaptureArgs),
+
+    /// Wipe a whole disk (or file): discard every block, or zero it.
+    ///
+    /// DESTROYS EVERYTHING ON DEST, partition table included, without
+    /// asking. `discard` is fast but what reads back afterwards is up to
+    /// the device (and a device without discard is refused); `zero` makes
+    /// every byte read back as zero.
+    Wipe(WipeArgs),
 
     /// Boot the node as PID 1 in the initramfs: mount, load modules, DHCP,
     /// run the task from the kernel command line, then reboot. Refuses to
@@ -87,6 +113,63 @@ struct LoadArgs {
     json: bool,
 }
 
+#[derive(clap::Args, Debug)]
+struct CaptureArgs {
+    /// The server's base URL, e.g. http://10.0.0.1:4870.
+    #[arg(long)]
+    server: String,
+    /// The image's name.
+    #[arg(long)]
+    name: String,
+    /// Version label.
+    #[arg(long, default_value = "1")]
+    version: String,
+    /// Free text describing the image.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Disk, partition or image file to capture.
+    source: PathBuf,
+    /// Capture only this partition of SOURCE (repeat for several).
+    #[arg(long, short)]
+    partition: Vec<u32>,
+    /// Do not scrub: capture SOURCE exactly as it is, writing nothing to it.
+    #[arg(long)]
+    no_scrub: bool,
+    /// Keep this category when scrubbing (repeatable, or comma-separated):
+    /// ssh-host-keys, shell-history, logs, machine-id, cloud-init, passwords.
+    #[arg(long, value_name = "CATEGORY", value_delimiter = ',', conflicts_with = "no_scrub")]
+    scrub_keep: Vec<Category>,
+    /// zstd compression level (1-19).
+    #[arg(long, default_value_t = shoal_proto::chunk::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    level: i32,
+    /// Compression threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// Discard (TRIM) every block: fast; contents afterwards up to the device.
+    Discard,
+    /// Zero every block (BLKZEROOUT).
+    Zero,
+}
+
+#[derive(clap::Args, Debug)]
+struct WipeArgs {
+    /// How to wipe.
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Disk or file to wipe, whole.
+    dest: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     // The kernel runs /init with no arguments (or whatever it did not
     // understand on its command line): PID 1 does not parse them.
@@ -94,13 +177,18 @@ fn main() -> ExitCode {
         shoal_agent::init::run();
     }
     let cli = Cli::parse();
-    let a = match cli.command {
-        Command::Load(a) => a,
-        Command::Init => shoal_agent::init::run(),
-    };
+    if let Command::Init = cli.command {
+        shoal_agent::init::run();
+    }
     // Colour only on a terminal: logs piped to files stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
+    let a = match cli.command {
+        Command::Load(a) => a,
+        Command::Capture(a) => return capture_cmd(a),
+        Command::Wipe(a) => return wipe_cmd(a),
+        Command::Init => shoal_agent::init::run(),
+    };
     let cfg = LoadConfig {
         server: a.server,
         image: a.image,
@@ -130,15 +218,68 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut cur = std::error::Error::source(&e);
-            while let Some(c) = cur {
-                msg += &format!(": {c}");
-                cur = c.source();
-            }
-            eprintln!("shoal-agent: {msg}");
-            ExitCode::from(1)
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("shoal-agent: {}", shoal_agent::init::task::chain(e));
+    ExitCode::from(1)
+}
+
+fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+fn capture_cmd(a: CaptureArgs) -> ExitCode {
+    let cfg = UploadConfig {
+        server: a.server,
+        source: a.source,
+        partitions: a.partition,
+        name: a.name,
+        version: a.version,
+        description: a.description,
+        author: std::env::var("USER").unwrap_or_default(),
+        scrub: (!a.no_scrub).then_some(ScrubConfig { keep: a.scrub_keep }),
+        level: a.level,
+        workers: threads(a.threads),
+    };
+    match capture_to_server(&cfg, &Progress::default()) {
+        Ok(r) if a.json => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            ExitCode::SUCCESS
         }
+        Ok(r) => {
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", shoal_agent::init::task::describe_upload(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn wipe_cmd(a: WipeArgs) -> ExitCode {
+    let mode = match a.mode {
+        Mode::Discard => WipeMode::Discard,
+        Mode::Zero => WipeMode::Zero,
+    };
+    match wipe(&a.dest, mode, &Progress::default()) {
+        Ok(r) if a.json => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "wiped {} ({} bytes, {:?}) in {:.2} s",
+                a.dest.display(),
+                r.bytes,
+                r.mode,
+                r.elapsed.as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }

@@ -4,8 +4,10 @@
 //! A whole-disk image goes to a disk at least as large (and, for GPT, with
 //! the same sector size). A partition image goes to a partition at least as
 //! large, named by `--partition N` on a disk with a table or given directly
-//! as the target. One partition can be taken from a whole-disk or combo
-//! image the same way.
+//! as the target (a partition device or a file without a table). On a
+//! blank whole disk, partition N is where the image's own table puts it,
+//! once [`crate::blank`] has created that table. One partition can be
+//! taken from a whole-disk or combo image the same way.
 
 use shoal_proto::manifest::{ImageKind, Manifest, TableKind};
 
@@ -57,6 +59,9 @@ pub enum PlaceError {
     /// a combo image needs a partitioned target
     #[error("a multi-partition image needs a target with a partition table holding partitions {0:?}")]
     NeedsTable(Vec<u32>),
+    /// a partition load onto a whole disk without a table that cannot get one
+    #[error("the target disk has no partition table, so there is no partition {partition}: {why}")]
+    BlankDisk { partition: u32, why: String },
     #[error("target partition table")]
     Table(#[from] table::TableError),
 }
@@ -74,6 +79,14 @@ pub fn place(m: &Manifest, dest: &Device, partition: Option<u32>) -> Result<Vec<
                 let p = t.partitions.iter().find(|p| p.number == n && !p.extended);
                 let p = p.ok_or(PlaceError::NoTargetPartition(n))?;
                 Ok((p.start, p.size, format!("target partition {n}")))
+            }
+            // A blank whole disk: the image's table will be created.
+            None if dest.is_whole_disk() => {
+                let (start, size) = crate::blank::image_partition(m, n).ok_or_else(|| PlaceError::BlankDisk {
+                    partition: n,
+                    why: "the image carries no partition table to create".into(),
+                })?;
+                Ok((start, size, format!("partition {n} of the image's table")))
             }
             None => Ok((0, dest_size, "the target".to_string())),
         }

@@ -38,7 +38,9 @@ use newc::{Entry, Kind};
 /// The drivers a node needs to reach its disk and the network: virtio (with
 /// its PCI transport), SCSI disks, NVMe, AHCI and common Intel and Mellanox
 /// NICs; and virtio-rng, which seeds the kernel's random number generator
-/// in VMs without RDRAND (the agent needs it for DHCP and the session). Those a kernel lacks or has built in are reported and skipped.
+/// in VMs without RDRAND (the agent needs it for DHCP and the session);
+/// and loop, through which the capture task mounts the filesystems it
+/// scrubs. Those a kernel lacks or has built in are reported and skipped.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_net",
@@ -53,6 +55,7 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "igb",
     "ixgbe",
     "mlx5_core",
+    "loop",
 ];
 
 /// zstd level for the archive: it is built once and unpacked at every boot.

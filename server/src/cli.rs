@@ -215,6 +215,16 @@ pub enum ImageCommand {
     /// skipped without being read.
     Capture(CaptureArgs),
 
+    /// Build a bootable whole-disk image from a root filesystem tree.
+    ///
+    /// Makes a sparse disk of --size with an MBR and one bootable ext4
+    /// partition filled from --rootfs (mkfs.ext4 -d), puts the kernel (and
+    /// initrd) in its /boot, installs EXTLINUX (extlinux.conf boots the
+    /// kernel with root=UUID=... and the console on ttyS0), writes
+    /// syslinux's MBR boot code, and captures the disk into the store.
+    /// Needs root (a loop mount), sfdisk, mkfs.ext4 and extlinux.
+    Build(BuildArgs),
+
     /// Write an image onto a disk, a partition or a file.
     ///
     /// Nothing is written until every chunk is known to be present and the
@@ -258,7 +268,7 @@ pub struct ImageRef {
 #[derive(Args, Debug, Clone)]
 pub struct Describe {
     /// The image's name.
-    #[arg(long)]
+    #[arg(long, visible_alias = "out")]
     pub name: String,
     /// Version label.
     #[arg(long, default_value = "1")]
@@ -302,6 +312,30 @@ pub struct CaptureArgs {
     /// partition captured. Repeatable.
     #[arg(long, value_name = "[N=]NAME")]
     pub os: Vec<String>,
+    #[command(flatten)]
+    pub describe: Describe,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The root filesystem tree (becomes /).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: PathBuf,
+    /// The kernel to boot (copied to /boot/vmlinuz).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+    /// Its initrd (copied to /boot/initrd.img); it must find the root by
+    /// UUID. Without one the kernel needs its disk and ext4 drivers built in.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Disk size: bytes, or with K, M, G or T (binary), at least 16M.
+    #[arg(long, value_parser = crate::build::parse_size)]
+    pub size: u64,
+    /// More kernel parameters, after root= and console=.
+    #[arg(long, default_value = "")]
+    pub append: String,
     #[command(flatten)]
     pub describe: Describe,
     #[command(flatten)]

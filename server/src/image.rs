@@ -62,6 +62,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             capture_into(&store, &a.src, &a.partition, &a.os, &a.describe, &a.tuning, &out)?;
             Ok(())
         }
+        ImageCommand::Build(a) => crate::build::run(&store()?, a, &out),
         ImageCommand::Deploy(a) => deploy_cmd(&store()?, a, &out),
         ImageCommand::Verify(a) => verify_cmd(&store()?, a, &out),
         ImageCommand::Info(a) => info_cmd(&store()?, &a.image, &out),
@@ -130,7 +131,7 @@ fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
 }
 
 /// Where results go: JSON on stdout, or text.
-struct Out {
+pub(crate) struct Out {
     json: bool,
     quiet: bool,
 }
@@ -175,7 +176,7 @@ fn set_os(plan: &mut plan::Plan, partitions: &[u32], os: &[String]) -> Result<()
     Ok(())
 }
 
-fn capture_into(
+pub(crate) fn capture_into(
     store: &Store,
     src: &Path,
     partitions: &[u32],
@@ -329,8 +330,19 @@ fn deploy_onto(
     workers: usize,
     out: &Out,
 ) -> Result<(shoal_agent::deploy::DeployStats, bool)> {
+    let new_table = shoal_agent::blank::table_to_create(m, dest, partition)?;
     let targets = place(m, dest, partition)?;
     precheck(m, &targets, src, workers).map_err(|e| Failure::Verify(e.into()))?;
+    if let Some(writes) = new_table {
+        for (off, bytes) in &writes {
+            dest.write_all_at(bytes, *off)?;
+        }
+        dest.sync()?;
+        if let Err(e) = dest.reread_partitions() {
+            out.warn(&format!("the kernel did not reread the new partition table: {e}"));
+        }
+        out.warn("the target disk had no partition table: the image's was created");
+    }
     let progress = Progress::default();
     let stats = with_bar("deploy", out.quiet, &progress, || deploy(m, &targets, src, dest, free, workers, &progress))
         .map_err(|e| match e {
@@ -560,7 +572,7 @@ fn import_cmd(store: &Store, a: &cli::ImportArgs, out: &Out) -> Result<()> {
 }
 
 /// A file removed when dropped.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -585,7 +597,7 @@ fn qemu_format(file: &Path) -> Result<String> {
     Ok(v["format"].as_str().unwrap_or("raw").to_string())
 }
 
-fn run_tool(cmd: &mut Proc) -> Result<()> {
+pub(crate) fn run_tool(cmd: &mut Proc) -> Result<()> {
     let o = cmd.output().with_context(|| format!("running {:?}", cmd.get_program()))?;
     if !o.status.success() {
         return Err(Failure::Other(anyhow!(

@@ -137,6 +137,46 @@ impl Store {
         Ok(v)
     }
 
+    /// The stored length of a chunk, if the store has it.
+    pub fn chunk_len(&self, h: &ChunkHash) -> Option<u64> {
+        fs::metadata(self.chunk_path(h)).ok().map(|m| m.len())
+    }
+
+    /// Stores one uploaded chunk. The caller has checked that `bytes`
+    /// hash to `hash`. Written under `tmp/`, synced, renamed into
+    /// `chunks/`, and the directory synced, under the shared lock (as a
+    /// capture), so a chunk is either absent or complete. Returns whether
+    /// it was new.
+    ///
+    /// The chunk is unreferenced until a manifest names it: a `gc` that
+    /// runs between the upload and the manifest removes it, and the
+    /// manifest is then refused as incomplete.
+    pub fn put_chunk(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<bool, StoreError> {
+        let _lock = self.lock(false)?;
+        let to = self.chunk_path(hash);
+        if to.exists() {
+            return Ok(false);
+        }
+        let mut rnd = [0u8; 8];
+        getrandom::fill(&mut rnd)
+            .map_err(|e| StoreError::Io { path: self.root.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let tmp = self.root.join("tmp").join(format!("upload-{}-{}", hash.to_hex(), hex::encode(rnd)));
+        let written = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o444).open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::Io { path: tmp, source: e });
+        }
+        let parent = to.parent().expect("invariant: chunk paths have a parent");
+        fs::create_dir_all(parent).map_err(io_at(parent))?;
+        fs::rename(&tmp, &to).map_err(io_at(&to))?;
+        sync_dir(parent)?;
+        Ok(true)
+    }
+
     /// Every image whose manifest verifies, newest first. Manifests that do
     /// not verify are returned separately so they can be reported.
     pub fn list(&self) -> Result<(Vec<StoredImage>, Vec<StoreError>), StoreError> {

@@ -6,6 +6,9 @@
 //! shoal.server=http://10.0.0.1:4870
 //! shoal.node=pc17 shoal.token=TOKEN
 //! shoal.task=load shoal.image=ID shoal.target=/dev/vda [shoal.partition=N]
+//! shoal.task=capture shoal.name=NAME shoal.target=/dev/vda [shoal.partition=N]
+//!     [shoal.scrub=0] [shoal.scrub-keep=CATEGORY,...]   scrubbing is on by default
+//! shoal.task=wipe shoal.wipe=discard|zero shoal.target=/dev/vda
 //! shoal.after=reboot|poweroff     what to do when the task is done (default reboot)
 //! shoal.debug=1                   drop to the busybox shell instead
 //! ```
@@ -15,6 +18,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::task::Task;
+use crate::scrub::{Category, ScrubConfig};
+use crate::wipe::WipeMode;
 
 /// A NIC's Ethernet address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,6 +150,7 @@ impl FromStr for BootParams {
     fn from_str(cmdline: &str) -> Result<BootParams, CmdlineError> {
         let mut p = BootParams::default();
         let (mut task, mut image, mut target, mut partition) = (None, None, None, None);
+        let (mut name, mut wipe, mut scrub, mut keep) = (None, None, true, Vec::new());
         for w in words(cmdline) {
             let (key, value) = w.split_once('=').unwrap_or((&w, ""));
             match key {
@@ -194,23 +200,61 @@ impl FromStr for BootParams {
                 "shoal.partition" => {
                     partition = Some(value.parse().map_err(|_| invalid("shoal.partition", value, "not a number"))?);
                 }
+                "shoal.name" => {
+                    let ok = (1..=128).contains(&value.len())
+                        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                    if !ok {
+                        return Err(invalid("shoal.name", value, "not 1-128 of [A-Za-z0-9._-]"));
+                    }
+                    name = Some(value.to_string());
+                }
+                "shoal.wipe" => {
+                    wipe = Some(value.parse::<WipeMode>().map_err(|why| invalid("shoal.wipe", value, why))?);
+                }
+                "shoal.scrub" => {
+                    scrub = match value {
+                        "" | "1" | "yes" | "on" => true,
+                        "0" | "no" | "off" => false,
+                        _ => return Err(invalid("shoal.scrub", value, "not 0 or 1")),
+                    }
+                }
+                "shoal.scrub-keep" => {
+                    for c in value.split(',').filter(|c| !c.is_empty()) {
+                        let c = c
+                            .parse::<Category>()
+                            .map_err(|_| invalid("shoal.scrub-keep", value, "not a scrub category"))?;
+                        keep.push(c);
+                    }
+                }
                 k if k.starts_with("shoal.") => p.unknown.push(k.to_string()),
                 _ => {}
             }
         }
-        p.task = match task.as_deref() {
-            None => None,
-            Some("load") => {
-                let missing = |what| CmdlineError::Missing { task: "load".into(), missing: what };
+        let Some(kind) = task else { return Ok(p) };
+        let missing = |what| CmdlineError::Missing { task: kind.clone(), missing: what };
+        if !["load", "capture", "wipe"].contains(&kind.as_str()) {
+            return Err(invalid("shoal.task", &kind, "not a task this agent runs (load, capture, wipe)"));
+        }
+        let target = target.ok_or_else(|| missing("shoal.target"));
+        if p.server.is_none() {
+            return Err(missing("shoal.server"));
+        }
+        p.task = Some(match kind.as_str() {
+            "load" => {
                 let image = image.filter(|i| !i.is_empty()).ok_or_else(|| missing("shoal.image"))?;
-                let target = target.ok_or_else(|| missing("shoal.target"))?;
-                if p.server.is_none() {
-                    return Err(missing("shoal.server"));
-                }
-                Some(Task::Load { image, target, partition })
+                Task::Load { image, target: target?, partition }
             }
-            Some(other) => return Err(invalid("shoal.task", other, "not a task this agent runs (load)")),
-        };
+            "capture" => {
+                let name = name.ok_or_else(|| missing("shoal.name"))?;
+                let scrub = scrub.then_some(ScrubConfig { keep });
+                Task::Capture { target: target?, partition, name, scrub }
+            }
+            "wipe" => {
+                let mode = wipe.ok_or_else(|| missing("shoal.wipe"))?;
+                Task::Wipe { target: target?, mode }
+            }
+            other => return Err(invalid("shoal.task", other, "not a task this agent runs")),
+        });
         Ok(p)
     }
 }
@@ -267,7 +311,11 @@ mod tests {
             ("shoal.node=a/b", "shoal.node"),
             ("shoal.after=halt", "shoal.after"),
             ("shoal.target=vda", "shoal.target"),
-            ("shoal.task=wipe", "shoal.task"),
+            ("shoal.task=erase", "shoal.task"),
+            ("shoal.wipe=shred", "shoal.wipe"),
+            ("shoal.scrub=maybe", "shoal.scrub"),
+            ("shoal.scrub-keep=logs,keys", "shoal.scrub-keep"),
+            ("shoal.name=a/b", "shoal.name"),
             ("shoal.partition=x", "shoal.partition"),
         ] {
             match line.parse::<BootParams>() {
@@ -279,6 +327,29 @@ mod tests {
         assert_eq!(e, CmdlineError::Missing { task: "load".into(), missing: "shoal.server" });
         let e = "shoal.server=http://s shoal.task=load shoal.target=/dev/sda".parse::<BootParams>().unwrap_err();
         assert_eq!(e, CmdlineError::Missing { task: "load".into(), missing: "shoal.image" });
+    }
+
+    #[test]
+    fn capture_and_wipe_lines_give_their_tasks() {
+        let base = "shoal.server=http://s shoal.target=/dev/vda";
+        let p: BootParams = format!("{base} shoal.task=capture shoal.name=web-1 shoal.partition=2").parse().unwrap();
+        let scrub = Some(ScrubConfig::default());
+        assert_eq!(
+            p.task,
+            Some(Task::Capture { target: "/dev/vda".into(), partition: Some(2), name: "web-1".into(), scrub })
+        );
+        let p: BootParams =
+            format!("{base} shoal.task=capture shoal.name=n shoal.scrub-keep=logs,passwords").parse().unwrap();
+        let scrub = Some(ScrubConfig { keep: vec![Category::Logs, Category::Passwords] });
+        assert_eq!(p.task, Some(Task::Capture { target: "/dev/vda".into(), partition: None, name: "n".into(), scrub }));
+        let p: BootParams = format!("{base} shoal.task=capture shoal.name=n shoal.scrub=0").parse().unwrap();
+        assert!(matches!(p.task, Some(Task::Capture { scrub: None, .. })));
+        let p: BootParams = format!("{base} shoal.task=wipe shoal.wipe=zero").parse().unwrap();
+        assert_eq!(p.task, Some(Task::Wipe { target: "/dev/vda".into(), mode: WipeMode::Zero }));
+        let e = format!("{base} shoal.task=wipe").parse::<BootParams>().unwrap_err();
+        assert_eq!(e, CmdlineError::Missing { task: "wipe".into(), missing: "shoal.wipe" });
+        let e = format!("{base} shoal.task=capture").parse::<BootParams>().unwrap_err();
+        assert_eq!(e, CmdlineError::Missing { task: "capture".into(), missing: "shoal.name" });
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What the agent does once it is on the network: a [`Task`], taken from
-//! a [`TaskSource`].
+//! What the agent does once it is on the network: a [`Task`] (load an
+//! image, capture the disk to the server, wipe the disk), taken from a
+//! [`TaskSource`].
 //!
 //! **The seam for the control plane.** Today the only source is the
 //! kernel command line ([`CmdlineTasks`]: one task, from `shoal.task=`).
@@ -15,21 +16,41 @@ use std::time::Duration;
 use shoal_proto::initramfs as layout;
 use shoal_proto::KeyId;
 
+use crate::capture::Progress;
 use crate::deploy::FreePolicy;
 use crate::load::{load, LoadConfig, LoadError, LoadReport};
+use crate::scrub::ScrubConfig;
+use crate::upload::{capture_to_server, UploadConfig, UploadError, UploadReport};
+use crate::wipe::{wipe, WipeError, WipeMode, WipeReport};
 
 /// One job for the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Task {
     /// Load image `image` (id or name) onto `target`, or into one of its
-    /// partitions.
+    /// partitions (creating the image's partition table on a blank disk).
     Load { image: String, target: PathBuf, partition: Option<u32> },
+    /// Capture `target` (or one of its partitions) to the server as image
+    /// `name`, scrubbing it first unless `scrub` is `None`.
+    Capture { target: PathBuf, partition: Option<u32>, name: String, scrub: Option<ScrubConfig> },
+    /// Discard or zero the whole of `target`.
+    Wipe { target: PathBuf, mode: WipeMode },
+}
+
+impl Task {
+    /// The disk the task works on.
+    pub fn target(&self) -> &PathBuf {
+        match self {
+            Task::Load { target, .. } | Task::Capture { target, .. } | Task::Wipe { target, .. } => target,
+        }
+    }
 }
 
 /// How a task ended.
 #[derive(Debug)]
 pub enum Outcome {
     Loaded(LoadReport),
+    Captured(UploadReport),
+    Wiped(WipeReport),
     Failed(TaskError),
 }
 
@@ -44,6 +65,10 @@ pub enum TaskError {
     NoTarget(PathBuf, Duration),
     #[error("loading the image")]
     Load(#[from] LoadError),
+    #[error("capturing the disk")]
+    Capture(#[from] UploadError),
+    #[error(transparent)]
+    Wipe(#[from] WipeError),
 }
 
 /// Where tasks come from and where their outcomes go.
@@ -80,9 +105,49 @@ impl TaskSource for CmdlineTasks {
                 r.bytes_written,
                 r.elapsed.as_secs_f64()
             ),
+            Outcome::Captured(r) => {
+                for line in describe_upload(r).lines() {
+                    tracing::info!("{line}");
+                }
+            }
+            Outcome::Wiped(r) => tracing::info!(
+                "{task:?} done: {} bytes ({:?}) in {:.2} s",
+                r.bytes,
+                r.mode,
+                r.elapsed.as_secs_f64()
+            ),
             Outcome::Failed(e) => tracing::error!("{task:?} failed: {}", chain(e)),
         }
     }
+}
+
+/// A capture's report for people: the image, the upload, what was scrubbed.
+pub fn describe_upload(r: &UploadReport) -> String {
+    let mut out = format!(
+        "captured as {}:{} ({}): {} chunks, {} uploaded ({} bytes), {} bytes read in {:.2} s\n",
+        r.name,
+        r.version,
+        r.image,
+        r.stats.chunks,
+        r.uploaded_chunks,
+        r.uploaded_bytes,
+        r.stats.read_bytes,
+        r.stats.elapsed.as_secs_f64()
+    );
+    if !r.scrub {
+        out += "not scrubbed (--no-scrub): the source was captured as it is\n";
+    }
+    for fs in &r.scrubbed {
+        let what = fs.partition.map_or("the source".to_string(), |n| format!("partition {n}"));
+        let lines = fs.lines();
+        if lines.is_empty() {
+            out += &format!("scrubbed {what}: nothing to remove\n");
+        }
+        for l in lines {
+            out += &format!("scrubbed {what}: {l}\n");
+        }
+    }
+    out
 }
 
 /// An error and its sources, on one line.
@@ -114,23 +179,42 @@ pub struct Context<'a> {
 const TARGET_WAIT: Duration = Duration::from_secs(20);
 
 pub fn run(task: &Task, ctx: &Context<'_>) -> Outcome {
-    match run_inner(task, ctx) {
-        Ok(r) => Outcome::Loaded(r),
-        Err(e) => Outcome::Failed(e),
+    let target = task.target();
+    if !super::system::wait_for_path(target, TARGET_WAIT) {
+        return Outcome::Failed(TaskError::NoTarget(target.clone(), TARGET_WAIT));
     }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let res = match task {
+        Task::Load { image, target, partition } => run_load(image, target, *partition, ctx).map(Outcome::Loaded),
+        Task::Capture { target, partition, name, scrub } => {
+            let cfg = UploadConfig {
+                server: ctx.server.to_string(),
+                source: target.clone(),
+                partitions: partition.iter().copied().collect(),
+                name: name.clone(),
+                version: "1".into(),
+                description: String::new(),
+                author: "shoal-agent".into(),
+                scrub: scrub.clone(),
+                level: shoal_proto::chunk::DEFAULT_LEVEL,
+                workers,
+            };
+            capture_to_server(&cfg, &Progress::default()).map(Outcome::Captured).map_err(TaskError::from)
+        }
+        Task::Wipe { target, mode } => {
+            wipe(target, *mode, &Progress::default()).map(Outcome::Wiped).map_err(TaskError::from)
+        }
+    };
+    res.unwrap_or_else(Outcome::Failed)
 }
 
-fn run_inner(task: &Task, ctx: &Context<'_>) -> Result<LoadReport, TaskError> {
-    let Task::Load { image, target, partition } = task;
+fn run_load(image: &str, target: &PathBuf, partition: Option<u32>, ctx: &Context<'_>) -> Result<LoadReport, TaskError> {
     let key = server_key()?;
-    if !super::system::wait_for_path(target, TARGET_WAIT) {
-        return Err(TaskError::NoTarget(target.clone(), TARGET_WAIT));
-    }
     let cfg = LoadConfig {
         server: ctx.server.to_string(),
-        image: image.clone(),
+        image: image.to_string(),
         dest: target.clone(),
-        partition: *partition,
+        partition,
         key: Some(key),
         verify_only: false,
         free: FreePolicy::Leave,

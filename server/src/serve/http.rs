@@ -16,6 +16,9 @@
 //! - `GET /boot/{mac}/load/{image}`: the agent script for a menu choice
 //! - `GET /boot/agent/kernel`, `GET /boot/agent/initrd`: the agent
 //! - `GET /boot/ipxe.efi`: iPXE for UEFI HTTP boot
+//!
+//! Agents capture through the routes in [`super::upload`]: `POST
+//! /v1/chunks/missing`, `PUT /v1/chunks/{hash}` and `POST /v1/images`.
 
 use std::sync::Arc;
 
@@ -31,6 +34,7 @@ use shoal_proto::ChunkHash;
 use super::boot::{BootError, BootService};
 use super::netboot::BootFiles;
 use super::session::Sessions;
+use super::upload;
 use crate::image::chain;
 use crate::store::{Store, StoreError};
 use shoal_pxe::dhcp::Mac;
@@ -47,10 +51,11 @@ pub struct App {
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/key", get(key))
-        .route("/v1/images", get(images))
+        .route("/v1/images", get(images).post(upload::post_image).layer(upload::manifest_limit()))
         .route("/v1/images/{image}/manifest", get(manifest))
         .route("/v1/images/{image}/session", post(session))
-        .route("/v1/chunks/{hash}", get(chunk))
+        .route("/v1/chunks/missing", post(upload::missing).layer(upload::missing_limit()))
+        .route("/v1/chunks/{hash}", get(chunk).put(upload::put_chunk).layer(upload::chunk_limit()))
         .route("/boot/ipxe", get(boot_query))
         .route("/boot/ipxe.efi", get(|State(app): State<App>| send_file(app.files.efi.clone())))
         .route("/boot/agent/kernel", get(|State(app): State<App>| send_file(app.files.kernel.clone())))
@@ -61,11 +66,13 @@ pub fn router(app: App) -> Router {
 }
 
 /// Errors as HTTP answers: the one place they are mapped.
-enum ApiError {
+pub(super) enum ApiError {
     NotFound(String),
     BadRequest(String),
     Forbidden(String),
     Unavailable(String),
+    /// the request is well formed but does not fit the store's state
+    Conflict(String),
     Internal(String),
 }
 
@@ -96,6 +103,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Internal(m) => {
                 tracing::error!("{m}");
                 (StatusCode::INTERNAL_SERVER_ERROR, m)
@@ -106,7 +114,9 @@ impl IntoResponse for ApiError {
 }
 
 /// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
 

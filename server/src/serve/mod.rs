@@ -2,7 +2,8 @@
 //! [`http`], the multicast sessions in [`session`]) and boots them from
 //! the network: [`netboot`] turns the command line into DHCP and TFTP
 //! settings, [`nodes`] holds the registered nodes, [`boot`] renders each
-//! node's iPXE script and issues agent tokens ([`token`]).
+//! node's iPXE script and issues agent tokens ([`token`]); [`upload`]
+//! takes the images agents capture.
 
 pub mod boot;
 pub mod http;
@@ -10,6 +11,7 @@ pub mod netboot;
 pub mod nodes;
 pub mod session;
 pub mod token;
+pub mod upload;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
