@@ -198,6 +198,10 @@ pub struct Receiver {
     states: Vec<ChunkState>,
     /// Exactly the chunks in [`ChunkState::Needed`].
     needed: BTreeSet<u32>,
+    /// Needed chunks whose blocks went by while there was no room: asked
+    /// for again as a repair, which the sender counts as loss and slows
+    /// down for (a receiver that cannot keep up is losing blocks).
+    starved: BTreeSet<u32>,
     partials: BTreeMap<u32, Partial>,
     delivered: usize,
     held_bytes: u64,
@@ -261,6 +265,7 @@ impl Receiver {
             sizes: chunk_sizes,
             states,
             needed,
+            starved: BTreeSet::new(),
             partials: BTreeMap::new(),
             delivered: 0,
             held_bytes: 0,
@@ -370,6 +375,7 @@ impl Receiver {
             ChunkState::Partial => {}
             ChunkState::Needed { .. } if self.has_room(csize) => {
                 self.needed.remove(&b.chunk);
+                self.starved.remove(&b.chunk);
                 self.states[b.chunk as usize] = ChunkState::Partial;
                 self.held_bytes += u64::from(csize);
                 let blocks = wire::block_count(csize);
@@ -384,6 +390,7 @@ impl Receiver {
             }
             ChunkState::Needed { .. } => {
                 self.stats.no_room_blocks += 1;
+                self.starved.insert(b.chunk);
                 return;
             }
             ChunkState::NotNeeded | ChunkState::Delivered | ChunkState::Done => {
@@ -440,6 +447,7 @@ impl Receiver {
         match self.states[index as usize] {
             ChunkState::Needed { .. } => {
                 self.needed.remove(&index);
+                self.starved.remove(&index);
             }
             ChunkState::Partial => {
                 self.partials.remove(&index);

@@ -35,6 +35,12 @@
 //! like "lost"). A request that really was lost is asked again once the
 //! stream pauses. Whatever still overlaps, the sender's work set merges.
 //!
+//! Lack of room is loss. Blocks of a needed chunk that arrive while the
+//! receiver holds all it may (its writers are behind) are dropped; when
+//! that chunk is asked for again it is asked as a repair of all its
+//! blocks, which the sender counts as re-sends and slows down for, instead
+//! of as a fresh chunk, which it would not.
+//!
 //! Back-off. A round is drawn uniformly from [½, 1½) of the current
 //! interval, so N receivers spread out and the first to ask silences the
 //! rest. The interval starts at `request_interval` and doubles, up to
@@ -159,6 +165,7 @@ impl Receiver {
         }
         let window = self.config.request_window.saturating_sub(self.held_chunks());
         let mut ask = Vec::new();
+        let mut starved = Vec::new();
         let mut suppressed = false;
         let progress = self.last_progress;
         for &c in self.needed.iter().take(window) {
@@ -168,7 +175,11 @@ impl Receiver {
                 }
                 ChunkState::Needed { asked } => {
                     *asked = Some(now);
-                    ask.push(c);
+                    if self.starved.remove(&c) {
+                        starved.push(c);
+                    } else {
+                        ask.push(c);
+                    }
                 }
                 _ => {}
             }
@@ -178,6 +189,10 @@ impl Receiver {
         let chunks = IndexRanges::from_ascending(ask);
         if !chunks.is_empty() {
             self.outbox.push_back(Message::RequestChunks { receiver: self.id, chunks });
+        }
+        for chunk in starved {
+            let blocks = IndexRanges::from_ascending(0..wire::block_count(self.sizes[chunk as usize]));
+            self.outbox.push_back(Message::RequestBlocks { receiver: self.id, chunk, blocks });
         }
         let sent = self.outbox.len() - before;
         self.stats.requests_sent += sent as u64;
