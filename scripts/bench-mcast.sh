@@ -21,6 +21,7 @@
 # with bench.sh), RUNS (default 2), RATE_MBIT (shoal's ceiling, default
 # 2000), CASES (space-separated subset of: disk loss eff verify raw).
 set -euo pipefail
+shopt -s inherit_errexit
 shoal=$(realpath "$1")
 agent=$(realpath "$2")
 dir=${BENCH_DIR:-/var/tmp/shoal-bench}
@@ -171,8 +172,8 @@ theirs() {
   t0=$(now)
   for i in $(seq 1 "$n"); do
     if [ "$mode" = disk ]; then
-      in_ns "$i" sh -c "udp-receiver --interface eth0 --portbase $port --nokbd --file /dev/stdout 2>/dev/null |
-        zstd -q -d | partclone.ext4 -q -r -s - -o $work/u$i.img --overwrite >/dev/null 2>&1 && sync $work/u$i.img" &
+      in_ns "$i" bash -o pipefail -c "udp-receiver --interface eth0 --portbase $port --nokbd --file /dev/stdout 2>/dev/null |
+        zstd -q -d | partclone.ext4 -q -r -s - --overwrite $work/u$i.img >/dev/null 2>&1 && sync $work/u$i.img" &
     else
       in_ns "$i" udp-receiver --interface eth0 --portbase "$port" --nokbd --file /dev/null >/dev/null 2>&1 &
     fi
@@ -201,8 +202,8 @@ record() { # record KEY SECONDS [EFF]
   fi
   printf 'bench-mcast: %-24s %7.2f s %s\n' "$1" "$2" "${3:+efficiency $3}" >&2
 }
-run_ours() { local k=$1; shift; local r; r=$(ours "$@"); record "$k" ${r% *} ${r#* }; }
-run_theirs() { local k=$1; shift; local r; r=$(theirs "$@"); record "$k" "$r"; }
+run_ours() { local k=$1; shift; local r; r=$(ours "$@") || exit 1; record "$k" ${r% *} ${r#* }; }
+run_theirs() { local k=$1; shift; local r; r=$(theirs "$@") || exit 1; record "$k" "$r"; }
 
 for r in $(seq "$runs"); do
   echo "bench-mcast: run $r of $runs" >&2
