@@ -70,6 +70,9 @@ pub fn run(cli: &Cli) -> Result<()> {
             let store = store()?;
             let img = store.resolve(&a.image)?;
             store.delete(&img)?;
+            if let Err(e) = crate::catalog::forget_in(store.root(), &img.manifest.id) {
+                out.warn(&format!("deleted, but still in the catalog: {}", chain(&e)));
+            }
             out.done(
                 json!({"deleted": img.manifest.id, "name": img.manifest.name}),
                 format!(
@@ -211,6 +214,9 @@ fn capture_into(
     Manifest::decode(&m.encode()).context("internal error: the new manifest does not decode")?;
     let signed = SignedManifest::sign(&m, store.keys().signing());
     txn.commit(&signed, &id)?;
+    if let Err(e) = crate::catalog::record_in(store.root(), &m) {
+        out.warn(&format!("stored, but not recorded in the catalog: {}", chain(&e)));
+    }
     let secs = stats.elapsed.as_secs_f64().max(1e-9);
     out.done(
         json!({

@@ -4,13 +4,15 @@
 //! server's signing keys ([`keys`]), and the offline image commands
 //! ([`image`]: capture, deploy, verify, import, export) built on the
 //! agent's disk library, and `shoal initramfs build` ([`initramfs`]).
-//! The daemon (`shoal server`: HTTP API, multicast sessions, jobs) comes
-//! with later work.
+//! The control plane's catalog ([`catalog`]: projects, tokens, images'
+//! metadata, nodes, jobs, in SQLite) and the daemon (`shoal server`:
+//! image serving and multicast sessions in [`serve`]).
 //!
 //! What is not here: partition-table and filesystem parsing, and the
 //! capture and deploy pipelines (all in `shoal-agent`); formats (in
 //! `shoal-proto`).
 
+pub mod catalog;
 pub mod cli;
 pub mod image;
 pub mod initramfs;
