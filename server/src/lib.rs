@@ -5,18 +5,21 @@
 //! ([`image`]: capture, deploy, verify, import, export) built on the
 //! agent's disk library, and `shoal initramfs build` ([`initramfs`]).
 //! The control plane's catalog ([`catalog`]: projects, tokens, images'
-//! metadata, nodes, jobs, in SQLite) and the daemon (`shoal server`:
-//! image serving and multicast sessions in [`serve`]).
+//! metadata, nodes, jobs, in SQLite), its HTTP API ([`api`], with
+//! [`metrics`]), and the daemon
+//! (`shoal server`: image serving and multicast sessions in [`serve`]).
 //!
 //! What is not here: partition-table and filesystem parsing, and the
 //! capture and deploy pipelines (all in `shoal-agent`); formats (in
 //! `shoal-proto`).
 
+pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod image;
 pub mod initramfs;
 pub mod keys;
+pub mod metrics;
 pub mod progress;
 pub mod serve;
 pub mod store;

@@ -23,6 +23,7 @@ pub struct ServerConfig {
 pub fn run(store: Store, config: ServerConfig) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let sessions = session::Sessions::new(Arc::clone(&store), config.sessions.clone());
+    let control = crate::api::control_state(Arc::clone(&store)).context("opening the catalog")?;
     let app = http::App { store, sessions };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
@@ -31,7 +32,10 @@ pub fn run(store: Store, config: ServerConfig) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {}", config.listen))?;
         tracing::info!(listen = %config.listen, group_base = %config.sessions.group_base,
             port = config.sessions.port, "shoal server ready");
-        axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown()).await.context("serving HTTP")
+        axum::serve(listener, http::router(app).merge(crate::api::router(control)))
+            .with_graceful_shutdown(shutdown())
+            .await
+            .context("serving HTTP")
     })
 }
 
