@@ -44,6 +44,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Image(cmd) => cmd,
         Command::Server(a) => return serve(cli, a),
         Command::Initramfs(cli::InitramfsCommand::Build(a)) => return Ok(crate::initramfs::build(a, cli.json)?),
+        Command::Project(_) | Command::Token(_) | Command::Node(_) | Command::Job(_) | Command::Status => {
+            return Ok(crate::client::run(cli)?)
+        }
         Command::Key => {
             let store = Store::open(&cli.data_dir)
                 .with_context(|| format!("opening the store at {}", cli.data_dir.display()))?;
@@ -66,6 +69,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         ImageCommand::List => list_cmd(&store()?, &out),
         ImageCommand::Import(a) => import_cmd(&store()?, a, &out),
         ImageCommand::Export(a) => export_cmd(&store()?, a, &out),
+        ImageCommand::Share(a) => Ok(crate::client::image_share(cli, a, true)?),
+        ImageCommand::Unshare(a) => Ok(crate::client::image_share(cli, a, false)?),
+        ImageCommand::Delete(a) if cli.url.is_some() => Ok(crate::client::image_delete(cli, &a.image)?),
         ImageCommand::Delete(a) => {
             let store = store()?;
             let img = store.resolve(&a.image)?;

@@ -6,7 +6,7 @@
 //! agent's disk library, and `shoal initramfs build` ([`initramfs`]).
 //! The control plane's catalog ([`catalog`]: projects, tokens, images'
 //! metadata, nodes, jobs, in SQLite), its HTTP API ([`api`], with
-//! [`metrics`]), and the daemon
+//! [`metrics`]) and the CLI's client of it ([`client`]), and the daemon
 //! (`shoal server`: image serving and multicast sessions in [`serve`]).
 //!
 //! What is not here: partition-table and filesystem parsing, and the
@@ -16,6 +16,7 @@
 pub mod api;
 pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod image;
 pub mod initramfs;
 pub mod keys;
