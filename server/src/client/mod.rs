@@ -36,8 +36,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             let s = client(cli)?.get("/v1/status")?;
             let counts = |v: &Value| {
                 v.as_object()
-                    .map(|m| m.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| format!("{n} {k}")).collect())
-                    .unwrap_or_else(Vec::new)
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(_, n)| n.as_u64() != Some(0))
+                            .map(|(k, n)| format!("{n} {k}"))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
                     .join(", ")
             };
             let text = format!(
