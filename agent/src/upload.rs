@@ -3,7 +3,7 @@
 //! lacks, then the manifest, which the server checks, signs and stores.
 //!
 //! The server's routes (`POST /v1/chunks/missing`, `PUT /v1/chunks/{hash}`,
-//! `POST /v1/images`) are unauthenticated until the control plane adds
+//! `POST /v1/captures`) are unauthenticated until the control plane adds
 //! agent tokens. Before the capture, the source's ext filesystems are
 //! scrubbed unless the config says not to ([`crate::scrub`]): that writes
 //! to the source.
@@ -134,17 +134,17 @@ impl Server {
 
     /// Hands the server the manifest; returns the id it gave the image.
     pub fn post_image(&self, m: &Manifest) -> io::Result<ImageId> {
-        let url = format!("{}/v1/images", self.base);
+        let url = format!("{}/v1/captures", self.base);
         let answer = self.exchange(
-            "POST /v1/images",
+            "POST /v1/captures",
             self.agent.post(&url).header("content-type", "application/octet-stream").send(&m.encode()[..]),
         )?;
         let v: serde_json::Value =
-            serde_json::from_slice(&answer).map_err(|e| io::Error::other(format!("POST /v1/images: {e}")))?;
+            serde_json::from_slice(&answer).map_err(|e| io::Error::other(format!("POST /v1/captures: {e}")))?;
         v["id"]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::other("POST /v1/images: the answer has no image id"))
+            .ok_or_else(|| io::Error::other("POST /v1/captures: the answer has no image id"))
     }
 }
 

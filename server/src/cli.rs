@@ -24,6 +24,16 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// The server's control API, e.g. http://10.0.0.1:4870, for the
+    /// commands that use it (node, job, status, image share/unshare, and
+    /// image delete when set).
+    #[arg(long, global = true, env = "SHOAL_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// A project API token for --url (see `shoal token create`).
+    #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -46,6 +56,27 @@ pub enum Command {
     /// Build what nodes boot.
     #[command(subcommand)]
     Initramfs(InitramfsCommand),
+
+    /// Projects in the catalog (on the catalog file in --data-dir: run it
+    /// on the server).
+    #[command(subcommand)]
+    Project(crate::client::args::ProjectCommand),
+
+    /// API tokens (on the catalog file in --data-dir: run it on the server).
+    #[command(subcommand)]
+    Token(crate::client::args::TokenCommand),
+
+    /// Register, list and reload nodes (through the API: --url, --token).
+    #[command(subcommand)]
+    Node(crate::client::args::NodeCommand),
+
+    /// Show, list and cancel jobs (through the API: --url, --token).
+    #[command(subcommand)]
+    Job(crate::client::args::JobCommand),
+
+    /// Nodes and jobs by state, and the images the project sees (through
+    /// the API: --url, --token).
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -252,7 +283,19 @@ pub enum ImageCommand {
     Export(ExportArgs),
 
     /// Remove an image from the store. Its chunks are freed by `gc`.
+    ///
+    /// With --url (or SHOAL_URL) set, asks the server instead: the image
+    /// leaves its catalog and store, if the token's project owns it.
+    /// Without, removes it from the local store in --data-dir.
     Delete(ImageRef),
+
+    /// Share an image read-only with a project, or make it public
+    /// (through the API: --url, --token; owner project only).
+    Share(crate::client::args::ShareArgs),
+
+    /// Stop sharing an image with a project, or make it not public
+    /// (through the API: --url, --token; owner project only).
+    Unshare(crate::client::args::ShareArgs),
 
     /// Remove chunks no image uses and leftovers of interrupted captures.
     Gc(GcArgs),

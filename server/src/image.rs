@@ -46,6 +46,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Image(cmd) => cmd,
         Command::Server(a) => return serve(cli, a),
         Command::Initramfs(cli::InitramfsCommand::Build(a)) => return Ok(crate::initramfs::build(a, cli.json)?),
+        Command::Project(_) | Command::Token(_) | Command::Node(_) | Command::Job(_) | Command::Status => {
+            return Ok(crate::client::run(cli)?)
+        }
         Command::Key => {
             let store = Store::open(&cli.data_dir)
                 .with_context(|| format!("opening the store at {}", cli.data_dir.display()))?;
@@ -69,10 +72,16 @@ pub fn run(cli: &Cli) -> Result<()> {
         ImageCommand::List => list_cmd(&store()?, &out),
         ImageCommand::Import(a) => import_cmd(&store()?, a, &out),
         ImageCommand::Export(a) => export_cmd(&store()?, a, &out),
+        ImageCommand::Share(a) => Ok(crate::client::image_share(cli, a, true)?),
+        ImageCommand::Unshare(a) => Ok(crate::client::image_share(cli, a, false)?),
+        ImageCommand::Delete(a) if cli.url.is_some() => Ok(crate::client::image_delete(cli, &a.image)?),
         ImageCommand::Delete(a) => {
             let store = store()?;
             let img = store.resolve(&a.image)?;
             store.delete(&img)?;
+            if let Err(e) = crate::catalog::forget_in(store.root(), &img.manifest.id) {
+                out.warn(&format!("deleted, but still in the catalog: {}", chain(&e)));
+            }
             out.done(
                 json!({"deleted": img.manifest.id, "name": img.manifest.name}),
                 format!(
@@ -229,6 +238,9 @@ pub(crate) fn capture_into(
     Manifest::decode(&m.encode()).context("internal error: the new manifest does not decode")?;
     let signed = SignedManifest::sign(&m, store.keys().signing());
     txn.commit(&signed, &id)?;
+    if let Err(e) = crate::catalog::record_in(store.root(), &m) {
+        out.warn(&format!("stored, but not recorded in the catalog: {}", chain(&e)));
+    }
     let secs = stats.elapsed.as_secs_f64().max(1e-9);
     out.done(
         json!({

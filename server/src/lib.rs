@@ -5,20 +5,26 @@
 //! ([`image`]: capture, deploy, verify, import, export) built on the
 //! agent's disk library, `shoal image build` ([`build`]: a bootable disk
 //! image from a root filesystem tree), `shoal initramfs build`
-//! ([`initramfs`]), and the daemon ([`serve`]: HTTP API, multicast
-//! sessions, uploads from capturing agents, network boot with DHCP, TFTP
-//! and iPXE scripts). Jobs, power control and the catalog database come
-//! with later work.
+//! ([`initramfs`]); the control plane's catalog ([`catalog`]: projects,
+//! tokens, images' metadata, nodes, jobs, in SQLite), its HTTP API ([`api`],
+//! with [`metrics`]) and the CLI's client of it ([`client`]); and the daemon
+//! ([`serve`]: image serving, multicast sessions, uploads from capturing
+//! agents, network boot with DHCP, TFTP and iPXE scripts). Job execution
+//! and power control come with later work.
 //!
 //! What is not here: partition-table and filesystem parsing, and the
 //! capture and deploy pipelines (all in `shoal-agent`); formats (in
 //! `shoal-proto`).
 
+pub mod api;
 pub mod build;
+pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod image;
 pub mod initramfs;
 pub mod keys;
+pub mod metrics;
 pub mod progress;
 pub mod serve;
 pub mod store;

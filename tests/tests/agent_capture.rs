@@ -169,7 +169,7 @@ fn the_server_refuses_chunks_that_do_not_match_oversized_bodies_and_malformed_ma
     let (code, body) =
         curl(&["-X", "POST", "--data-binary", &format!("[\"{zero}\"]"), &format!("{}/v1/chunks/missing", srv.url)]);
     assert_eq!((code, body), (200, format!("[\"{zero}\"]")));
-    let (code, body) = curl(&["-X", "POST", "--data-binary", "garbage", &format!("{}/v1/images", srv.url)]);
+    let (code, body) = curl(&["-X", "POST", "--data-binary", "garbage", &format!("{}/v1/captures", srv.url)]);
     assert_eq!(code, 400, "{body}");
     let big = bed.path("big");
     fs::File::create(&big).unwrap().set_len(40 * MIB).unwrap();

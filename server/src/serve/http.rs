@@ -2,7 +2,8 @@
 //! the store or the sessions, and map errors to status codes in one place.
 //!
 //! - `GET  /v1/key`: the server's manifest-signing public key (hex)
-//! - `GET  /v1/images`: the images, newest first (JSON)
+//! - `GET  /v1/images` is the control API's (`crate::api`), with the rest
+//!   of the catalog's routes
 //! - `GET  /v1/images/{image}/manifest`: the signed manifest (bytes)
 //! - `POST /v1/images/{image}/session`: the image's multicast session,
 //!   started if there is none (JSON)
@@ -18,7 +19,7 @@
 //! - `GET /boot/ipxe.efi`: iPXE for UEFI HTTP boot
 //!
 //! Agents capture through the routes in [`super::upload`]: `POST
-//! /v1/chunks/missing`, `PUT /v1/chunks/{hash}` and `POST /v1/images`.
+//! /v1/chunks/missing`, `PUT /v1/chunks/{hash}` and `POST /v1/captures` (the control API owns `/v1/images`).
 
 use std::sync::Arc;
 
@@ -51,7 +52,7 @@ pub struct App {
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/key", get(key))
-        .route("/v1/images", get(images).post(upload::post_image).layer(upload::manifest_limit()))
+        .route("/v1/captures", post(upload::post_image).layer(upload::manifest_limit()))
         .route("/v1/images/{image}/manifest", get(manifest))
         .route("/v1/images/{image}/session", post(session))
         .route("/v1/chunks/missing", post(upload::missing).layer(upload::missing_limit()))
@@ -122,22 +123,6 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 async fn key(State(app): State<App>) -> String {
     app.store.keys().public().to_hex()
-}
-
-async fn images(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
-    blocking(move || {
-        let (images, _) = app.store.list()?;
-        let v: Vec<_> = images
-            .iter()
-            .map(|i| {
-                let m = &i.manifest;
-                json!({"id": m.id, "name": m.name, "version": m.version, "kind": m.kind,
-                       "source_size": m.source_size, "stored_bytes": m.stored_bytes(), "created": m.created})
-            })
-            .collect();
-        Ok(Json(serde_json::Value::Array(v)))
-    })
-    .await
 }
 
 async fn manifest(State(app): State<App>, Path(image): Path<String>) -> Result<Response, ApiError> {

@@ -36,6 +36,7 @@ pub struct ServerConfig {
 pub fn run(store: Store, config: ServerConfig, catalog: Arc<dyn nodes::NodeCatalog>) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let sessions = session::Sessions::new(Arc::clone(&store), config.sessions.clone());
+    let control = crate::api::control_state(Arc::clone(&store)).context("opening the catalog")?;
     let netboot = config.netboot;
     let boot = netboot.boot.clone().map(|s| Arc::new(boot::BootService::new(catalog, s)));
     let tftp_config = netboot.tftp_config()?;
@@ -64,7 +65,7 @@ pub fn run(store: Store, config: ServerConfig, catalog: Arc<dyn nodes::NodeCatal
             .with_context(|| format!("listening on {}", config.listen))?;
         tracing::info!(listen = %config.listen, group_base = %config.sessions.group_base,
             port = config.sessions.port, "shoal server ready");
-        let served = axum::serve(listener, http::router(app))
+        let served = axum::serve(listener, http::router(app).merge(crate::api::router(control)))
             .with_graceful_shutdown(async move {
                 shutdown().await;
                 let _ = stop.send(true);

@@ -6,7 +6,7 @@
 //!   answer the ones the store lacks, in the order given
 //! - `PUT  /v1/chunks/{hash}`: body the chunk's bytes (at most
 //!   `MAX_CHUNK_BYTES`); refused unless their BLAKE3 is `{hash}`
-//! - `POST /v1/images`: body an unsigned manifest in its canonical
+//! - `POST /v1/captures`: body an unsigned manifest in its canonical
 //!   encoding; every chunk it names must be stored with its size. The
 //!   server gives the image a new id and the current time, signs it and
 //!   answers `{"id", "name", "version"}`

@@ -1,0 +1,38 @@
+//! `/v1/jobs`: create (reload, capture, wipe), list, show, cancel.
+//! Creating a job records it and answers `202 Accepted`; executing it
+//! (power cycling, watching agents) is not done here.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::{ApiState, Bearer, Body, Problem};
+use crate::catalog::jobs::{JobRecord, NewJob};
+use crate::catalog::JobId;
+
+fn job_id(s: &str) -> Result<JobId, Problem> {
+    s.parse().map_err(|_| Problem::bad_request(format!("job id {s:?} is not a number")))
+}
+
+pub async fn create(
+    State(s): State<ApiState>,
+    b: Bearer,
+    Body(req): Body<NewJob>,
+) -> Result<(StatusCode, Json<JobRecord>), Problem> {
+    let job = s.as_project(b, move |c, who| c.create_job(who, &req)).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+pub async fn list(State(s): State<ApiState>, b: Bearer) -> Result<Json<Vec<JobRecord>>, Problem> {
+    s.as_project(b, |c, who| c.list_jobs(who)).await.map(Json)
+}
+
+pub async fn show(State(s): State<ApiState>, b: Bearer, Path(job): Path<String>) -> Result<Json<JobRecord>, Problem> {
+    let id = job_id(&job)?;
+    s.as_project(b, move |c, who| c.show_job(who, id)).await.map(Json)
+}
+
+pub async fn cancel(State(s): State<ApiState>, b: Bearer, Path(job): Path<String>) -> Result<Json<JobRecord>, Problem> {
+    let id = job_id(&job)?;
+    s.as_project(b, move |c, who| c.cancel_job(who, id)).await.map(Json)
+}

@@ -1,0 +1,142 @@
+//! The command-line arguments of the control-plane commands (`shoal
+//! project`, `token`, `node`, `job`, `image share`), validated by clap
+//! with the catalog's own name grammar before anything is sent.
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::catalog::{Name, PowerDriver};
+
+fn name(s: &str) -> Result<Name, String> {
+    Name::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    /// Make a project (a bootstrap command: it opens the catalog file in
+    /// --data-dir directly, so run it on the server).
+    Create {
+        #[arg(value_parser = name)]
+        name: Name,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Issue an API token for a project and print it once; the catalog
+    /// keeps only its hash. A bootstrap command on the catalog file in
+    /// --data-dir.
+    Create {
+        #[arg(long, value_parser = name)]
+        project: Name,
+        /// The user the token is for (made if new).
+        #[arg(long, value_parser = name)]
+        user: Option<Name>,
+        /// Admin tokens also manage every project's nodes and jobs (image
+        /// rights still follow the token's project).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Power {
+    Ipmi,
+    Redfish,
+    Qmp,
+    Manual,
+}
+
+impl From<Power> for PowerDriver {
+    fn from(p: Power) -> PowerDriver {
+        match p {
+            Power::Ipmi => PowerDriver::Ipmi,
+            Power::Redfish => PowerDriver::Redfish,
+            Power::Qmp => PowerDriver::Qmp,
+            Power::Manual => PowerDriver::Manual,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BootChoice {
+    /// Boot from the local disk.
+    Local,
+    /// Show the image menu at the console.
+    Menu,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Register a node with the server.
+    Register {
+        #[arg(value_parser = name)]
+        name: Name,
+        /// Its boot NIC's MAC address, aa:bb:cc:dd:ee:ff.
+        #[arg(long)]
+        mac: String,
+        /// Its node type (hardware class), e.g. pc3000.
+        #[arg(long = "type", value_parser = name)]
+        node_type: Name,
+        /// How its power is switched.
+        #[arg(long, value_enum, default_value = "manual")]
+        power: Power,
+        /// The BMC address or QMP socket.
+        #[arg(long, default_value = "")]
+        power_address: String,
+        /// Register it into this project (admin tokens only).
+        #[arg(long, value_parser = name)]
+        project: Option<Name>,
+    },
+    /// List the project's nodes.
+    List,
+    /// Show one node.
+    Show {
+        #[arg(value_parser = name)]
+        name: Name,
+    },
+    /// Reload nodes with an image: records a reload job and marks each
+    /// node's next boot as the agent. Without --image, the project's
+    /// default image. (The job is recorded; this server does not power
+    /// cycle nodes yet.)
+    Reload {
+        #[arg(required = true, value_parser = name)]
+        nodes: Vec<Name>,
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Erase nodes' disks (records a wipe job).
+    Wipe {
+        #[arg(required = true, value_parser = name)]
+        nodes: Vec<Name>,
+    },
+    /// Set what a node's next network boot does.
+    Boot {
+        #[arg(value_parser = name)]
+        name: Name,
+        #[arg(value_enum)]
+        boot: BootChoice,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Show a job: state, each node's progress, history.
+    Show { id: i64 },
+    /// List the project's jobs, newest first.
+    List,
+    /// Cancel an unfinished job.
+    Cancel { id: i64 },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("whom").required(true).args(["project", "public"])))]
+pub struct ShareArgs {
+    /// Image id, NAME or NAME:VERSION.
+    pub image: String,
+    /// The project to share with (read-only).
+    #[arg(long, value_parser = name)]
+    pub project: Option<Name>,
+    /// Every project (read-only).
+    #[arg(long)]
+    pub public: bool,
+}
