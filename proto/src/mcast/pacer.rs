@@ -7,10 +7,17 @@
 //! once however many receivers asked, which is what suppression leaves the
 //! sender to see) over blocks sent. Every control interval:
 //!
-//! - ratio ≥ [`DECREASE_AT`]: rate × 3/4, not below the floor;
-//! - ratio ≤ [`INCREASE_AT`] and the bucket, not the work set, limited the
+//! - excess ≥ [`DECREASE_AT`], or ratio ≥ [`OVERLOAD_AT`]: rate × 3/4, not
+//!   below the floor;
+//! - excess ≤ [`INCREASE_AT`] and the bucket, not the work set, limited the
 //!   interval: rate + ceiling / 32, not above the ceiling;
 //! - otherwise, or with fewer than [`MIN_SAMPLE`] blocks sent: hold.
+//!
+//! The excess is the ratio over the lowest ratio of the last
+//! [`BASELINE_INTERVALS`] intervals: loss that stays the same whatever the
+//! rate (a lossy link, a flaky port) is not a sign of sending too fast, and
+//! backing off for it only makes every receiver wait; loss that rises with
+//! the rate is. Past [`OVERLOAD_AT`] the rate falls regardless.
 //!
 //! The decrease is gentler than TCP's halving because much of the loss on
 //! an imaging network is a slow port or a busy receiver rather than a full
@@ -27,6 +34,10 @@ const NANOS: u128 = 1_000_000_000;
 pub(crate) const DECREASE_AT: (u64, u64) = (1, 20);
 /// Re-send ratio at or below which the rate may rise: 1 in 100.
 pub(crate) const INCREASE_AT: (u64, u64) = (1, 100);
+/// Re-send ratio at or above which the rate falls whatever the baseline.
+pub(crate) const OVERLOAD_AT: (u64, u64) = (1, 2);
+/// Intervals whose lowest ratio is the baseline loss.
+pub(crate) const BASELINE_INTERVALS: usize = 10;
 /// Blocks an interval must have sent for its ratio to mean anything.
 pub(crate) const MIN_SAMPLE: u64 = 16;
 
@@ -109,6 +120,9 @@ pub(crate) struct Pacer {
     sent: u64,
     resent: u64,
     limited: bool,
+    /// Re-send ratios (parts per million) of the last intervals that sent
+    /// enough to judge, newest last.
+    history: std::collections::VecDeque<u64>,
 }
 
 /// What one control step did, for the sender's statistics.
@@ -123,7 +137,8 @@ impl Pacer {
     pub(crate) fn new(limits: RateLimits, initial: u64, now: Time) -> Pacer {
         let bucket = TokenBucket::new(initial, burst_bytes(initial, limits.burst), now);
         let next_control = now + limits.interval;
-        Pacer { limits, rate: initial, bucket, next_control, sent: 0, resent: 0, limited: false }
+        let history = std::collections::VecDeque::with_capacity(BASELINE_INTERVALS);
+        Pacer { limits, rate: initial, bucket, next_control, sent: 0, resent: 0, limited: false, history }
     }
 
     pub(crate) fn rate(&self) -> u64 {
@@ -172,14 +187,24 @@ impl Pacer {
         self.next_control = now + self.limits.interval;
         let (sent, resent, limited) = (self.sent, self.resent, self.limited);
         (self.sent, self.resent, self.limited) = (0, 0, false);
+        let ppm = |(a, b): (u64, u64)| a * 1_000_000 / b;
         let step = if sent < MIN_SAMPLE {
             Step::Hold
-        } else if resent * DECREASE_AT.1 >= sent * DECREASE_AT.0 {
-            Step::Decrease
-        } else if resent * INCREASE_AT.1 <= sent * INCREASE_AT.0 && limited {
-            Step::Increase
         } else {
-            Step::Hold
+            let ratio = resent.saturating_mul(1_000_000) / sent;
+            let baseline = self.history.iter().copied().min().unwrap_or(0);
+            if self.history.len() == BASELINE_INTERVALS {
+                self.history.pop_front();
+            }
+            self.history.push_back(ratio);
+            let excess = ratio.saturating_sub(baseline);
+            if excess >= ppm(DECREASE_AT) || ratio >= ppm(OVERLOAD_AT) {
+                Step::Decrease
+            } else if excess <= ppm(INCREASE_AT) && limited {
+                Step::Increase
+            } else {
+                Step::Hold
+            }
         };
         let rate = match step {
             Step::Hold => self.rate,
@@ -239,11 +264,13 @@ mod tests {
     fn rate_falls_on_resends_rises_when_clean_and_stays_in_bounds() {
         let mut now = Time::ZERO;
         let mut p = Pacer::new(limits(), 1_600_000, now);
+        assert_eq!(interval(&mut p, &mut now, 100, 0), Some(Step::Increase));
+        assert_eq!(p.rate(), 1_700_000);
         assert_eq!(interval(&mut p, &mut now, 100, 10), Some(Step::Decrease));
-        assert_eq!(p.rate(), 1_200_000);
+        assert_eq!(p.rate(), 1_275_000);
         assert_eq!(interval(&mut p, &mut now, 100, 3), Some(Step::Hold));
         assert_eq!(interval(&mut p, &mut now, 100, 1), Some(Step::Increase));
-        assert_eq!(p.rate(), 1_300_000);
+        assert_eq!(p.rate(), 1_375_000);
         assert_eq!(interval(&mut p, &mut now, 5, 5), Some(Step::Hold), "too few blocks to judge");
         for _ in 0..50 {
             interval(&mut p, &mut now, 100, 100);
@@ -253,6 +280,21 @@ mod tests {
             interval(&mut p, &mut now, 100, 0);
         }
         assert_eq!(p.rate(), 3_200_000);
+    }
+
+    #[test]
+    fn steady_loss_that_does_not_follow_the_rate_does_not_hold_it_down() {
+        let mut now = Time::ZERO;
+        let mut p = Pacer::new(limits(), 1_600_000, now);
+        // 20% of blocks lost at every rate: the first interval counts as a
+        // rise, after that it is the baseline and the rate climbs.
+        assert_eq!(interval(&mut p, &mut now, 100, 20), Some(Step::Decrease));
+        for _ in 0..100 {
+            interval(&mut p, &mut now, 100, 20);
+        }
+        assert_eq!(p.rate(), 3_200_000);
+        // Loss rising above that baseline is congestion again.
+        assert_eq!(interval(&mut p, &mut now, 100, 30), Some(Step::Decrease));
     }
 
     #[test]
