@@ -3,7 +3,8 @@
 #   make demo    build, then capture and deploy a generated ext4 disk
 #   make test    every test: unit, property, and integration (root, loop
 #                devices, FUSE)
-#   make bench   capture/deploy figures beside partclone + zstd
+#   make bench   capture/deploy beside partclone + zstd, multicast loads
+#                beside udpcast, TFTP beside tftpd-hpa, DHCP beside dnsmasq
 #   make deps    install the Debian packages all of the above need
 #   make fuzz    run every fuzz target for a while (needs cargo-fuzz)
 #   make initramfs  the static agent and target/shoal-agent.initramfs for the
@@ -33,6 +34,7 @@ test: deps
 bench: deps
 	$(CARGO) build --release --bin shoal
 	scripts/bench.sh target/release/shoal
+	$(CARGO) build --release --bin shoal-agent && scripts/bench-mcast.sh target/release/shoal target/release/shoal-agent
 	$(CARGO) build --release --bin shoal-pxe-bench && scripts/bench-pxe.sh target/release/shoal-pxe-bench
 
 fuzz:
