@@ -7,8 +7,8 @@
 //! once however many receivers asked, which is what suppression leaves the
 //! sender to see) over blocks sent. Every control interval:
 //!
-//! - excess ≥ [`DECREASE_AT`], or ratio ≥ [`OVERLOAD_AT`]: rate × 3/4, not
-//!   below the floor;
+//! - excess ≥ [`DECREASE_AT`] and ≥ half the baseline, or ratio ≥
+//!   [`OVERLOAD_AT`]: rate × 3/4, not below the floor;
 //! - excess ≤ [`INCREASE_AT`] and the bucket, not the work set, limited the
 //!   interval: rate + ceiling / 32, not above the ceiling;
 //! - otherwise, or with fewer than [`MIN_SAMPLE`] blocks sent: hold.
@@ -197,8 +197,10 @@ impl Pacer {
                 self.history.pop_front();
             }
             self.history.push_back(ratio);
+            // Over a lossy baseline, random spread alone is of its order:
+            // a rise must also be half the baseline to count.
             let excess = ratio.saturating_sub(baseline);
-            if excess >= ppm(DECREASE_AT) || ratio >= ppm(OVERLOAD_AT) {
+            if excess >= ppm(DECREASE_AT).max(baseline / 2) || ratio >= ppm(OVERLOAD_AT) {
                 Step::Decrease
             } else if excess <= ppm(INCREASE_AT) && limited {
                 Step::Increase

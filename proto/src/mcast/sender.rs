@@ -22,9 +22,9 @@
 //!
 //! Pacing (the pacer): a token bucket spends bytes at the current rate.
 //! Every `control_interval` the rate falls by a quarter when the blocks
-//! receivers asked to have re-sent rise 1 in 20 of the blocks sent above
-//! the lowest re-send ratio of the last second (loss that does not follow
-//! the rate is not congestion), or reach half of them; it rises by 1/32 of
+//! receivers asked to have re-sent rise 1 in 20 of the blocks sent (and
+//! half again) above the lowest re-send ratio of the last second (loss that
+//! does not follow the rate is not congestion), or reach half of them; it rises by 1/32 of
 //! the ceiling when they stay within 1 in 100 of that baseline and the
 //! bucket (not a lack of work) held sending back, and otherwise holds;
 //! always between `min_rate` and `max_rate`.
