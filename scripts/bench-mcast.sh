@@ -19,7 +19,9 @@
 #
 # Environment: BENCH_DIR (default /var/tmp/shoal-bench; the disk is shared
 # with bench.sh), RUNS (default 2), RATE_MBIT (shoal's ceiling, default
-# 2000), CASES (space-separated subset of: disk loss eff verify raw).
+# 2000), CASES (space-separated subset of: disk loss eff verify raw),
+# KEEP=1 to keep the work directory (logs, reports) for a look afterwards,
+# AGENT_WRAP to run each agent under a command (e.g. "/usr/bin/time -v").
 set -euo pipefail
 shopt -s inherit_errexit
 shoal=$(realpath "$1")

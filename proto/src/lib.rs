@@ -26,4 +26,4 @@ pub mod manifest;
 pub mod mcast;
 
 pub use chunk::WINDOW_SIZE;
-pub use id::{ChunkHash, ImageId, KeyId, RawHash};
+pub use id::{ChunkHash, ImageId, KeyId, Mac, ParseMacError, RawHash};

@@ -156,6 +156,22 @@ impl Bed {
         self.json(&a)
     }
 
+    /// Captures, as image `img`, an ext4 disk of `mib` MiB holding real
+    /// files over deleted random data (seeded by `seed`), and deploys it to
+    /// a reference file, which it returns: what network loads must match.
+    pub fn ext4_image(&self, mib: u64, seed: u64) -> PathBuf {
+        let disk = self.path("disk.img");
+        fill_random(&disk, 0, mib * MIB / 2, seed);
+        std::fs::OpenOptions::new().write(true).open(&disk).expect("disk").set_len(mib * MIB).expect("size");
+        let tree = self.path("files");
+        real_files(&tree, mib * MIB / 4);
+        mkfs_ext4(&disk, 0, mib * MIB, Some(&tree), &[]);
+        self.capture(&disk, "img", &[]);
+        let reference = self.path("reference.img");
+        self.ok(&["image", "deploy", "img", reference.to_str().expect("utf-8 path")]);
+        reference
+    }
+
     /// The chunk hashes of an image, by (segment, window).
     pub fn chunks(&self, image: &str) -> Vec<(usize, u64, String)> {
         let info = self.json(&["image", "info", image]);

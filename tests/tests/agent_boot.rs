@@ -38,21 +38,6 @@ fn kernel() -> (PathBuf, String) {
     found.pop().expect("a kernel in /boot with its modules (make deps installs linux-image-cloud-amd64)")
 }
 
-/// An image of an ext4 disk of real files over deleted data, and its
-/// reference deploy.
-fn image(bed: &Bed, mib: u64) -> PathBuf {
-    let disk = bed.path("disk.img");
-    fill_random(&disk, 0, mib * MIB / 2, 7);
-    std::fs::OpenOptions::new().write(true).open(&disk).unwrap().set_len(mib * MIB).unwrap();
-    let tree = bed.path("files");
-    real_files(&tree, mib * MIB / 4);
-    mkfs_ext4(&disk, 0, mib * MIB, Some(&tree), &[]);
-    bed.capture(&disk, "img", &[]);
-    let reference = bed.path("reference.img");
-    bed.ok(&["image", "deploy", "img", reference.to_str().unwrap()]);
-    reference
-}
-
 /// The initramfs, built by the CLI with busybox; returns it and the
 /// build's JSON report.
 fn initramfs(bed: &Bed, version: &str) -> (PathBuf, serde_json::Value) {
@@ -179,7 +164,7 @@ fn line_at(console: &str, what: &str) -> (f64, String) {
 fn a_node_boots_the_initramfs_and_loads_its_disk_over_multicast() {
     let _one = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let bed = Bed::new();
-    let reference = image(&bed, 256);
+    let reference = bed.ext4_image(256, 7);
     let (_, version) = kernel();
     let (initrd, report) = initramfs(&bed, &version);
     let agent_bytes = report["agent_bytes"].as_u64().unwrap();

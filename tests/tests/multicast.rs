@@ -2,26 +2,11 @@
 //! namespace, `shoal-agent load` in each node's, each target checked
 //! against a reference deploy and with e2fsck.
 
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use shoal_tests::netbed::{Host, NetBed};
 use shoal_tests::*;
-
-/// A store holding one ext4 image, and its reference deploy.
-fn image(bed: &Bed, mib: u64) -> PathBuf {
-    let disk = bed.path("disk.img");
-    fill_random(&disk, 0, mib * MIB / 2, 31);
-    std::fs::OpenOptions::new().write(true).open(&disk).unwrap().set_len(mib * MIB).unwrap();
-    let tree = bed.path("files");
-    real_files(&tree, mib * MIB / 4);
-    mkfs_ext4(&disk, 0, mib * MIB, Some(&tree), &[]);
-    bed.capture(&disk, "img", &[]);
-    let reference = bed.path("reference.img");
-    bed.ok(&["image", "deploy", "img", reference.to_str().unwrap()]);
-    reference
-}
 
 fn start_server(net: &mut NetBed, bed: &Bed, rate_mbit: u32) -> usize {
     let srv = net.server.clone();
@@ -91,7 +76,7 @@ fn check_targets(net: &NetBed, bed: &Bed, reference: &std::path::Path) {
 #[test]
 fn eight_receivers_without_loss() {
     let bed = Bed::new();
-    let reference = image(&bed, 192);
+    let reference = bed.ext4_image(192, 31);
     let mut net = NetBed::new(8);
     start_server(&mut net, &bed, 400);
     wait_ready(&net);
@@ -106,7 +91,7 @@ fn eight_receivers_without_loss() {
 #[test]
 fn eight_receivers_with_five_percent_loss_each() {
     let bed = Bed::new();
-    let reference = image(&bed, 128);
+    let reference = bed.ext4_image(128, 31);
     let mut net = NetBed::new(8);
     for n in &net.nodes {
         n.udp_loss(5);
@@ -123,7 +108,7 @@ fn eight_receivers_with_five_percent_loss_each() {
 #[test]
 fn multicast_blocked_entirely_falls_back_to_http() {
     let bed = Bed::new();
-    let reference = image(&bed, 96);
+    let reference = bed.ext4_image(96, 31);
     let mut net = NetBed::new(2);
     for n in &net.nodes {
         n.block_multicast();
@@ -143,7 +128,7 @@ fn multicast_blocked_entirely_falls_back_to_http() {
 #[test]
 fn a_receiver_restarted_midway_fetches_only_what_it_lacks() {
     let bed = Bed::new();
-    let reference = image(&bed, 160);
+    let reference = bed.ext4_image(160, 31);
     let mut net = NetBed::new(1);
     start_server(&mut net, &bed, 16);
     wait_ready(&net);
@@ -174,7 +159,7 @@ fn session_of(node: &Host, server: &Host) -> serde_json::Value {
 #[test]
 fn a_late_joiner_and_a_hostile_host_on_the_segment() {
     let bed = Bed::new();
-    let reference = image(&bed, 160);
+    let reference = bed.ext4_image(160, 31);
     let sizes: Vec<String> = bed.json(&["image", "info", "img"])["manifest"]["segments"][0]["chunks"]
         .as_array()
         .unwrap()
@@ -223,7 +208,7 @@ fn a_late_joiner_and_a_hostile_host_on_the_segment() {
 #[test]
 fn the_server_restarted_mid_session() {
     let bed = Bed::new();
-    let reference = image(&bed, 160);
+    let reference = bed.ext4_image(160, 31);
     let mut net = NetBed::new(2);
     let srv = start_server(&mut net, &bed, 16);
     wait_ready(&net);
@@ -248,7 +233,7 @@ fn the_server_restarted_mid_session() {
 #[test]
 fn two_images_at_once_on_distinct_groups_and_ports() {
     let bed = Bed::new();
-    let ref_a = image(&bed, 96);
+    let ref_a = bed.ext4_image(96, 31);
     // A second image: a different filesystem.
     let disk_b = bed.path("b.img");
     std::fs::File::create(&disk_b).unwrap().set_len(64 * MIB).unwrap();

@@ -21,38 +21,7 @@ use super::task::Task;
 use crate::scrub::{Category, ScrubConfig};
 use crate::wipe::WipeMode;
 
-/// A NIC's Ethernet address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    /// `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, any case.
-    pub fn parse(s: &str) -> Option<Mac> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for b in &mut out {
-            let p = parts.next()?;
-            if p.len() != 2 {
-                return None;
-            }
-            *b = u8::from_str_radix(p, 16).ok()?;
-        }
-        parts.next().is_none().then_some(Mac(out))
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Mac({self})")
-    }
-}
+pub use shoal_proto::Mac;
 
 /// The node's name in the control plane.
 #[derive(Clone, Debug, PartialEq, Eq)]

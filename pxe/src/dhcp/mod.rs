@@ -29,9 +29,7 @@
 //! (option 52), DHCPv6, ICMP probing before a pool offer, failover.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 pub mod config;
 pub mod counters;
@@ -51,54 +49,7 @@ pub use packet::{ClientArch, ClientClass, MessageKind, PacketError, Request};
 pub use responder::{Destination, Event, Incoming, Listener, Responder, Transmit};
 pub use server::{DhcpServer, ServerError, ServerOptions};
 
-/// An Ethernet hardware address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    pub fn as_bytes(&self) -> &[u8; 6] {
-        &self.0
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Mac({self})")
-    }
-}
-
-/// A MAC that is not six hex pairs separated by `:` or `-`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid mac address: {0:?}")]
-pub struct ParseMacError(String);
-
-impl FromStr for Mac {
-    type Err = ParseMacError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseMacError(s.to_owned());
-        let mut out = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in &mut out {
-            let part = parts.next().ok_or_else(err)?;
-            if part.len() != 2 {
-                return Err(err());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| err())?;
-        }
-        match parts.next() {
-            None => Ok(Mac(out)),
-            Some(_) => Err(err()),
-        }
-    }
-}
+pub use shoal_proto::{Mac, ParseMacError};
 
 /// What the catalog says about a registered node.
 #[derive(Debug, Clone, PartialEq, Eq)]
