@@ -170,7 +170,7 @@ pub fn routes() -> Vec<Route> {
             "Capture a new version of an image from a node (owner only): a capture job", body: "{\"node\": NAME}"),
         route!(GET "/v1/nodes" => nodes::list, Project, 200, "The project's nodes (every node for an admin)"),
         route!(POST "/v1/nodes" => nodes::register, Project, 201, "Register a node",
-            body: "{\"name\", \"mac\", \"node_type\", \"power\": {\"driver\", \"address\"}, \"project\"?}"),
+            body: "{\"name\", \"mac\", \"node_type\", \"power\": {\"driver\", \"address\"}, \"project\"?, \"ip\"?, \"disk\"?}"),
         route!(GET "/v1/nodes/{node}" => nodes::show, Project, 200, "One node"),
         route!(PUT "/v1/nodes/{node}/boot" => nodes::set_boot, Project, 200,
             "Set a node's boot decision: local or menu", body: "{\"boot\": \"local\" | \"menu\"}"),

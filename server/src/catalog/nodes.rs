@@ -2,6 +2,8 @@
 //! A node belongs to the project that registered it (an admin may
 //! register it into any project); other projects do not see it.
 
+use std::net::Ipv4Addr;
+
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +35,16 @@ pub struct NewNode {
     /// The project to register it into (admins only; default: the caller's).
     #[serde(default)]
     pub project: Option<Name>,
+    /// Its fixed IPv4 address, if it has one.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// The disk its agent loads, captures and wipes (default `/dev/sda`).
+    #[serde(default)]
+    pub disk: Option<String>,
 }
+
+/// The agent's disk when registration names none.
+pub const DEFAULT_DISK: &str = "/dev/sda";
 
 /// A node as the API shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,6 +60,18 @@ pub struct NodeRecord {
     pub state: NodeState,
     /// The unfinished job the node is in, if any.
     pub job: Option<JobId>,
+    pub ip: Option<Ipv4Addr>,
+    pub disk: String,
+}
+
+/// A disk path goes onto the agent's kernel command line: only plain
+/// `/dev/` paths are taken.
+fn check_disk(disk: &str) -> Result<()> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"/_-.".contains(&b);
+    match disk.strip_prefix("/dev/") {
+        Some(rest) if !rest.is_empty() && disk.len() <= 64 && rest.bytes().all(plain) && !rest.contains("..") => Ok(()),
+        _ => Err(CatalogError::Invalid(format!("invalid disk {disk:?}: expected a /dev/ path such as /dev/sda"))),
+    }
 }
 
 pub(crate) fn parse_mac(s: &str) -> Result<Mac> {
@@ -65,7 +88,7 @@ pub(crate) fn load(tx: &Transaction<'_>, name: &str) -> Result<NodeRecord> {
     let row = tx
         .query_row(
             "SELECT n.name, n.mac, n.node_type, n.power_driver, n.power_address, p.name, n.boot,
-                    n.current_image, n.state
+                    n.current_image, n.state, n.ip, n.disk
              FROM nodes n JOIN projects p ON p.id = n.project WHERE n.name = ?1",
             [name],
             |r| {
@@ -78,11 +101,13 @@ pub(crate) fn load(tx: &Transaction<'_>, name: &str) -> Result<NodeRecord> {
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, String>(10)?,
                 ))
             },
         )
         .optional()?;
-    let Some((name, mac, node_type, power, project, boot, current_image, state)) = row else {
+    let Some((name, mac, node_type, power, project, boot, current_image, state, ip, disk)) = row else {
         return Err(not_found("node", name));
     };
     let name = Name::parse(&name)?;
@@ -97,6 +122,8 @@ pub(crate) fn load(tx: &Transaction<'_>, name: &str) -> Result<NodeRecord> {
         current_image,
         state,
         job,
+        ip: ip.and_then(|s| s.parse().ok()),
+        disk,
     })
 }
 
@@ -131,10 +158,17 @@ impl Catalog {
             if exists("SELECT 1 FROM nodes WHERE mac = ?1", &mac.to_string())? {
                 return Err(CatalogError::Exists { what: "node with MAC", name: mac.to_string() });
             }
+            if let Some(ip) = new.ip {
+                if exists("SELECT 1 FROM nodes WHERE ip = ?1", &ip.to_string())? {
+                    return Err(CatalogError::Exists { what: "node with address", name: ip.to_string() });
+                }
+            }
+            let disk = new.disk.as_deref().unwrap_or(DEFAULT_DISK);
+            check_disk(disk)?;
             tx.execute("INSERT INTO node_types (name) VALUES (?1) ON CONFLICT DO NOTHING", [new.node_type.as_str()])?;
             tx.execute(
-                "INSERT INTO nodes (name, mac, node_type, power_driver, power_address, project, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO nodes (name, mac, node_type, power_driver, power_address, project, created, ip, disk)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     new.name.as_str(),
                     mac.to_string(),
@@ -142,7 +176,9 @@ impl Catalog {
                     new.power.driver,
                     new.power.address,
                     project.0,
-                    now()
+                    now(),
+                    new.ip.map(|a| a.to_string()),
+                    disk
                 ],
             )?;
             load(tx, new.name.as_str())

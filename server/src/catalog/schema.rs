@@ -120,8 +120,15 @@ CREATE TABLE job_events (
 CREATE INDEX job_events_by_job ON job_events(job);
 ";
 
+/// A node's fixed address (what DHCP hands it in full mode, and how the
+/// metadata service knows it) and the disk its agent works on.
+const V3: &str = "
+ALTER TABLE nodes ADD COLUMN ip TEXT UNIQUE;
+ALTER TABLE nodes ADD COLUMN disk TEXT NOT NULL DEFAULT '/dev/sda';
+";
+
 /// Every migration, in order.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The version this binary reads and writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

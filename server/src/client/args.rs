@@ -86,6 +86,12 @@ pub enum NodeCommand {
         /// Register it into this project (admin tokens only).
         #[arg(long, value_parser = name)]
         project: Option<Name>,
+        /// Its fixed IPv4 address (DHCP gives it this one in full mode).
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// The disk its agent works on.
+        #[arg(long, default_value = "/dev/sda")]
+        disk: String,
     },
     /// List the project's nodes.
     List,

@@ -91,10 +91,13 @@ pub fn image_share(cli: &Cli, a: &ShareArgs, share: bool) -> anyhow::Result<()> 
 
 fn node(cli: &Cli, c: &Client, cmd: &NodeCommand) -> anyhow::Result<()> {
     match cmd {
-        NodeCommand::Register { name, mac, node_type, power, power_address, project } => {
+        NodeCommand::Register { name, mac, node_type, power, power_address, project, ip, disk } => {
             let driver: PowerDriver = (*power).into();
             let mut body = json!({"name": name, "mac": mac, "node_type": node_type,
-                                  "power": {"driver": driver, "address": power_address}});
+                                  "power": {"driver": driver, "address": power_address}, "disk": disk});
+            if let Some(ip) = ip {
+                body["ip"] = json!(ip);
+            }
             if let Some(p) = project {
                 body["project"] = json!(p);
             }
