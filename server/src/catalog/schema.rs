@@ -123,7 +123,8 @@ CREATE INDEX job_events_by_job ON job_events(job);
 /// A node's fixed address (what DHCP hands it in full mode, and how the
 /// metadata service knows it) and the disk its agent works on.
 const V3: &str = "
-ALTER TABLE nodes ADD COLUMN ip TEXT UNIQUE;
+ALTER TABLE nodes ADD COLUMN ip TEXT;
+CREATE UNIQUE INDEX nodes_by_ip ON nodes(ip);
 ALTER TABLE nodes ADD COLUMN disk TEXT NOT NULL DEFAULT '/dev/sda';
 ";
 
