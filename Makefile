@@ -1,6 +1,7 @@
 # Shoal: build, test, demo, bench.
 #
-#   make demo    build, then capture and deploy a generated ext4 disk
+#   make demo    build, then reload three QEMU nodes over PXE and multicast,
+#                boot them from their disks, capture one (root, QEMU/TCG)
 #   make test    every test: unit, property, and integration (root, loop
 #                devices, FUSE)
 #   make bench   capture/deploy beside partclone + zstd, multicast loads
@@ -24,8 +25,8 @@ deps:
 	scripts/deps.sh
 
 demo: deps
-	$(CARGO) build --release --bin shoal
-	scripts/demo.sh target/release/shoal
+	$(CARGO) build --release -p shoal-tests --bin shoal-demo
+	CARGO=$(CARGO) target/release/shoal-demo
 
 test: deps
 	$(CARGO) build --workspace --bins

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+pub mod fleet;
 pub mod netbed;
+pub mod osimage;
 pub mod pxeboot;
 
 pub use tempfile::TempDir;

@@ -138,11 +138,7 @@ impl QemuNode {
         bed.add_tap(tap);
         let serial = dir.join(format!("serial-{tap}.log"));
         let mut cmd = bed.hub_command("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none", "-no-reboot"])
-            .args(["-machine", "graphics=off"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .args(["-netdev", &format!("tap,id=n0,ifname={tap},script=no,downscript=no")]);
+        cmd.args(["-m", "512", "-no-reboot"]);
         let nic = format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1");
         if let Some(disk) = disk {
             cmd.arg("-drive").arg(format!("file={},format=raw,if=ide,index=0", disk.display()));
@@ -163,6 +159,19 @@ impl QemuNode {
                     .arg(format!("if=pflash,format=raw,file={}", vars.display()));
             }
         }
+        QemuNode::spawn(cmd, tap, serial, dir)
+    }
+
+    /// Starts `cmd` (a `qemu-system-x86_64` run in the bed's hub, with
+    /// the node's memory, disks, firmware and boot options), adding what
+    /// every node has: TCG, no display, the serial console into `serial`
+    /// and the NIC's backend on `tap` (as netdev `n0`, which `cmd`'s NIC
+    /// names). QEMU's own messages go to `dir/qemu-TAP.log`.
+    pub fn spawn(mut cmd: std::process::Command, tap: &str, serial: PathBuf, dir: &Path) -> QemuNode {
+        cmd.args(["-accel", "tcg", "-display", "none", "-monitor", "none", "-machine", "graphics=off"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .args(["-netdev", &format!("tap,id=n0,ifname={tap},script=no,downscript=no")]);
         let log = File::create(dir.join(format!("qemu-{tap}.log"))).expect("qemu log");
         let child = cmd
             .stdin(Stdio::null())
@@ -206,6 +215,11 @@ impl QemuNode {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Whether QEMU has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("qemu status").is_some()
     }
 
     /// Waits for QEMU to exit on its own (the initramfs powers off).

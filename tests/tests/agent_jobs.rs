@@ -6,7 +6,9 @@
 //! log; the job ends, the node is ready and boots its disk next. A spent
 //! token is refused, and a disk too small for the image is refused before
 //! anything is written, reported, and leaves the node failed with the
-//! agent's log kept. On loopback; no root needed beyond the bed.
+//! agent's log kept; so is a manifest signed by another key. An agent
+//! that dies mid-write (power lost) leaves the node reloading, never
+//! ready, and its next boot runs the job again. On loopback.
 
 use std::fs;
 use std::net::TcpListener;
@@ -32,6 +34,10 @@ impl Drop for Server {
 /// `shoal server` on loopback with an agent kernel and initramfs to serve
 /// (their bytes do not matter: no machine boots them here).
 fn server(bed: &Bed) -> Server {
+    server_with(bed, &[])
+}
+
+fn server_with(bed: &Bed, extra: &[&str]) -> Server {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     fs::write(bed.path("vmlinuz"), b"kernel").unwrap();
     fs::write(bed.path("initrd"), b"initrd").unwrap();
@@ -39,6 +45,7 @@ fn server(bed: &Bed) -> Server {
         .args(["server", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--agent-kernel", bed.path("vmlinuz").to_str().unwrap()])
         .args(["--agent-initrd", bed.path("initrd").to_str().unwrap()])
+        .args(extra)
         .env("SHOAL_DATA_DIR", bed.store())
         .stdout(Stdio::null())
         .stderr(Stdio::from(fs::File::create(bed.path("server.log")).unwrap()))
@@ -163,4 +170,72 @@ fn a_disk_too_small_is_refused_before_writing_and_the_node_is_marked_failed_with
     assert!(!failed["log"].as_str().unwrap().is_empty(), "{failed}");
     let n = client(&bed, &s, &token, &["node", "show", "n1"]);
     assert_eq!(n["state"], "failed", "{n}");
+}
+
+#[test]
+fn a_manifest_signed_by_another_key_is_refused_and_reported() {
+    let bed = Bed::new();
+    bed.ext4_image(64, 23);
+    let s = server(&bed);
+    let token = admin_token(&bed);
+    client(&bed, &s, &token, &["node", "register", "n1", "--mac", MAC, "--type", "vm"]);
+    let id = client(&bed, &s, &token, &["node", "reload", "n1", "--image", "img"])["id"].clone();
+    let disk = bed.path("n1.img");
+    fs::File::create(&disk).unwrap().set_len(64 * MIB).unwrap();
+    // The key another server would have baked into the initramfs.
+    let other = Bed::new();
+    let wrong = other.ok(&["key"]).trim().to_string();
+    let out = run_agent(&bed, &wrong, &boot_cmdline(&s), disk.to_str().unwrap());
+    assert!(!out.status.success());
+    assert!(read_at(&disk, 0, 1 << 20).iter().all(|&b| b == 0), "something was written");
+    let j = job(&bed, &s, &token, &id);
+    assert_eq!(j["state"], "failed", "{j}");
+    let failed = j["history"].as_array().unwrap().iter().find(|e| e["state"] == "failed").cloned().unwrap();
+    assert!(failed["message"].as_str().unwrap().contains("sign"), "{failed}");
+}
+
+#[test]
+fn power_lost_mid_write_leaves_the_node_unready_and_its_next_boot_loads_again() {
+    let bed = Bed::new();
+    bed.ext4_image(128, 24);
+    let key = bed.ok(&["key"]).trim().to_string();
+    // Slow enough that the load is surely under way when the power goes.
+    let s = server_with(&bed, &["--rate-mbit", "40"]);
+    let token = admin_token(&bed);
+    client(&bed, &s, &token, &["node", "register", "n1", "--mac", MAC, "--type", "vm"]);
+    let id = client(&bed, &s, &token, &["node", "reload", "n1", "--image", "img"])["id"].clone();
+    let disk = bed.path("n1.img");
+    fs::File::create(&disk).unwrap().set_len(128 * MIB).unwrap();
+    let line = boot_cmdline(&s);
+    let mut agent = Command::new(agent_bin())
+        .args(["run", "--cmdline", &line, "--target", disk.to_str().unwrap(), "--key", &key])
+        .stdin(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(bed.path("agent.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !fs::read_to_string(bed.path("agent.log")).unwrap().contains("first multicast data") {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", fs::read_to_string(bed.path("agent.log")).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(
+        !bed.shoal(&["image", "verify", "img", "--target", disk.to_str().unwrap()]).status.success(),
+        "the load had finished"
+    );
+    let n = client(&bed, &s, &token, &["node", "show", "n1"]);
+    assert_ne!(n["state"], "ready", "{n}");
+    assert_eq!(n["boot"], "agent", "{n}");
+    assert_ne!(job(&bed, &s, &token, &id)["state"], "succeeded");
+
+    // The next boot: the script runs the job again, with a new token.
+    let again = boot_cmdline(&s);
+    assert!(again.contains("shoal.token=") && again != line, "{again}");
+    let out = run_agent(&bed, &key, &again, disk.to_str().unwrap());
+    assert!(out.status.success(), "{}", fs::read_to_string(bed.path("agent.log")).unwrap());
+    bed.ok(&["image", "verify", "img", "--target", disk.to_str().unwrap()]);
+    assert_eq!(job(&bed, &s, &token, &id)["state"], "succeeded");
+    assert_eq!(client(&bed, &s, &token, &["node", "show", "n1"])["state"], "ready");
 }

@@ -43,7 +43,13 @@ pub fn run(store: Store, config: ServerConfig, nodes: Option<Arc<dyn nodes::Node
     let netboot = config.netboot;
     let boot = netboot.boot.clone().map(|s| Arc::new(boot::BootService::new(catalog, s)));
     let tftp_config = netboot.tftp_config()?;
-    let app = http::App { store, sessions, boot: boot.clone(), files: Arc::new(netboot.files.clone()) };
+    let app = http::App {
+        store,
+        sessions,
+        boot: boot.clone(),
+        files: Arc::new(netboot.files.clone()),
+        catalog: Some(Arc::clone(&control.catalog)),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let (stop, stopped) = watch::channel(false);
