@@ -8,13 +8,16 @@
 //! anything is written, reported, and leaves the node failed with the
 //! agent's log kept; so is a manifest signed by another key. An agent
 //! that dies mid-write (power lost) leaves the node reloading, never
-//! ready, and its next boot runs the job again. On loopback.
+//! ready, and its next boot runs the job again (on the namespace bed,
+//! where the load is multicast; the others run on loopback, where loads
+//! fall back to HTTP).
 
 use std::fs;
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use shoal_tests::netbed::NetBed;
 use shoal_tests::*;
 
 const MAC: &str = "52:54:00:aa:00:01";
@@ -194,48 +197,85 @@ fn a_manifest_signed_by_another_key_is_refused_and_reported() {
     assert!(failed["message"].as_str().unwrap().contains("sign"), "{failed}");
 }
 
+/// `shoal server` in a bed's server namespace, where multicast works
+/// (loopback has no route for it, so loads there fall back to HTTP).
+fn bed_server(net: &mut NetBed, bed: &Bed, extra: &[&str]) {
+    fs::write(bed.path("vmlinuz"), b"kernel").unwrap();
+    fs::write(bed.path("initrd"), b"initrd").unwrap();
+    let addr = net.server.addr.to_string();
+    let mut cmd = net.server.command(shoal_bin());
+    cmd.args(["server", "--listen", &format!("{addr}:4870"), "--mcast-iface", &addr])
+        .args(["--agent-kernel", bed.path("vmlinuz").to_str().unwrap()])
+        .args(["--agent-initrd", bed.path("initrd").to_str().unwrap()])
+        .args(extra)
+        .env("SHOAL_DATA_DIR", bed.store())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(bed.path("server.log")).unwrap()));
+    net.spawn(cmd);
+    let start = Instant::now();
+    while !fs::read_to_string(bed.path("server.log")).unwrap_or_default().contains("shoal server ready") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `shoal --json ARGS` against the bed's server, from its namespace.
+fn bed_client(net: &NetBed, token: &str, args: &[&str]) -> serde_json::Value {
+    let mut cmd = net.server.command(shoal_bin());
+    cmd.arg("--json").args(args).env("SHOAL_URL", format!("http://{}:4870", net.server.addr)).env("SHOAL_TOKEN", token);
+    serde_json::from_str(&sh(&mut cmd)).unwrap_or(serde_json::Value::Null)
+}
+
+fn bed_cmdline(net: &NetBed) -> String {
+    let out =
+        sh(net.server.command("curl").args(["-fsS", &format!("http://{}:4870/boot/{MAC}.ipxe", net.server.addr)]));
+    let line = out.lines().find(|l| l.starts_with("kernel ")).unwrap_or_else(|| panic!("no kernel line in\n{out}"));
+    line.split_whitespace().skip(4).take_while(|w| *w != "||").collect::<Vec<_>>().join(" ")
+}
+
 #[test]
 fn power_lost_mid_write_leaves_the_node_unready_and_its_next_boot_loads_again() {
     let bed = Bed::new();
     bed.ext4_image(128, 24);
     let key = bed.ok(&["key"]).trim().to_string();
+    let mut net = NetBed::new(1);
     // Slow enough that the load is surely under way when the power goes.
-    let s = server_with(&bed, &["--rate-mbit", "40"]);
+    bed_server(&mut net, &bed, &["--rate-mbit", "40"]);
     let token = admin_token(&bed);
-    client(&bed, &s, &token, &["node", "register", "n1", "--mac", MAC, "--type", "vm"]);
-    let id = client(&bed, &s, &token, &["node", "reload", "n1", "--image", "img"])["id"].clone();
+    bed_client(&net, &token, &["node", "register", "n1", "--mac", MAC, "--type", "vm"]);
+    let id = bed_client(&net, &token, &["node", "reload", "n1", "--image", "img"])["id"].clone();
     let disk = bed.path("n1.img");
     fs::File::create(&disk).unwrap().set_len(128 * MIB).unwrap();
-    let line = boot_cmdline(&s);
-    let mut agent = Command::new(agent_bin())
-        .args(["run", "--cmdline", &line, "--target", disk.to_str().unwrap(), "--key", &key])
-        .stdin(Stdio::null())
-        .stderr(Stdio::from(fs::File::create(bed.path("agent.log")).unwrap()))
-        .spawn()
-        .unwrap();
+    let agent = |line: &str| {
+        let mut c = net.nodes[0].command(agent_bin());
+        c.args(["run", "--cmdline", line, "--target", disk.to_str().unwrap(), "--key", &key])
+            .stderr(Stdio::from(fs::File::create(bed.path("agent.log")).unwrap()));
+        c
+    };
+    let line = bed_cmdline(&net);
+    let mut running = agent(&line).stdin(Stdio::null()).spawn().unwrap();
     let start = Instant::now();
     while !fs::read_to_string(bed.path("agent.log")).unwrap().contains("first multicast data") {
         assert!(start.elapsed() < Duration::from_secs(30), "{}", fs::read_to_string(bed.path("agent.log")).unwrap());
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));
-    agent.kill().unwrap();
-    agent.wait().unwrap();
-    assert!(
-        !bed.shoal(&["image", "verify", "img", "--target", disk.to_str().unwrap()]).status.success(),
-        "the load had finished"
-    );
-    let n = client(&bed, &s, &token, &["node", "show", "n1"]);
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let held = bed.shoal(&["image", "verify", "img", "--target", disk.to_str().unwrap()]);
+    assert!(!held.status.success(), "the load had finished before the power went");
+    let n = bed_client(&net, &token, &["node", "show", "n1"]);
     assert_ne!(n["state"], "ready", "{n}");
     assert_eq!(n["boot"], "agent", "{n}");
-    assert_ne!(job(&bed, &s, &token, &id)["state"], "succeeded");
+    assert_ne!(bed_client(&net, &token, &["job", "show", &id.to_string()])["state"], "succeeded");
 
     // The next boot: the script runs the job again, with a new token.
-    let again = boot_cmdline(&s);
+    let again = bed_cmdline(&net);
     assert!(again.contains("shoal.token=") && again != line, "{again}");
-    let out = run_agent(&bed, &key, &again, disk.to_str().unwrap());
+    let out = agent(&again).stdin(Stdio::null()).output().unwrap();
     assert!(out.status.success(), "{}", fs::read_to_string(bed.path("agent.log")).unwrap());
     bed.ok(&["image", "verify", "img", "--target", disk.to_str().unwrap()]);
-    assert_eq!(job(&bed, &s, &token, &id)["state"], "succeeded");
-    assert_eq!(client(&bed, &s, &token, &["node", "show", "n1"])["state"], "ready");
+    assert_eq!(bed_client(&net, &token, &["job", "show", &id.to_string()])["state"], "succeeded");
+    assert_eq!(bed_client(&net, &token, &["node", "show", "n1"])["state"], "ready");
 }
