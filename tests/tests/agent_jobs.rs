@@ -279,3 +279,50 @@ fn power_lost_mid_write_leaves_the_node_unready_and_its_next_boot_loads_again() 
     assert_eq!(bed_client(&net, &token, &["job", "show", &id.to_string()])["state"], "succeeded");
     assert_eq!(bed_client(&net, &token, &["node", "show", "n1"])["state"], "ready");
 }
+
+#[test]
+fn an_agent_that_cannot_reach_its_server_retries_until_it_is_back() {
+    let bed = Bed::new();
+    bed.ext4_image(64, 25);
+    let key = bed.ok(&["key"]).trim().to_string();
+    let mut s = server(&bed);
+    let token = admin_token(&bed);
+    client(&bed, &s, &token, &["node", "register", "n1", "--mac", MAC, "--type", "vm"]);
+    let id = client(&bed, &s, &token, &["node", "reload", "n1", "--image", "img"])["id"].clone();
+    let line = boot_cmdline(&s);
+    let port: u16 = s.url.rsplit(':').next().unwrap().parse().unwrap();
+    // The server goes down after the node booted; the agent comes up to
+    // find nobody there.
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    let disk = bed.path("n1.img");
+    fs::File::create(&disk).unwrap().set_len(64 * MIB).unwrap();
+    let mut agent = Command::new(agent_bin())
+        .args(["run", "--cmdline", &line, "--target", disk.to_str().unwrap(), "--key", &key])
+        .stdin(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(bed.path("agent.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while fs::read_to_string(bed.path("agent.log")).unwrap().matches("unreachable").count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", fs::read_to_string(bed.path("agent.log")).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Back on the same address, with the same catalog: the token holds.
+    let child = Command::new(shoal_bin())
+        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--agent-kernel", bed.path("vmlinuz").to_str().unwrap()])
+        .args(["--agent-initrd", bed.path("initrd").to_str().unwrap()])
+        .env("SHOAL_DATA_DIR", bed.store())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Server { child, url: s.url.clone() };
+    let st = agent.wait().unwrap();
+    let log = fs::read_to_string(bed.path("agent.log")).unwrap();
+    assert!(st.success(), "{log}");
+    assert!(log.contains("retrying in 1 s") && log.contains("retrying in 2 s"), "the retries back off: {log}");
+    bed.ok(&["image", "verify", "img", "--target", disk.to_str().unwrap()]);
+    assert_eq!(job(&bed, &s, &token, &id)["state"], "succeeded");
+}

@@ -5,7 +5,8 @@
 //! from its own disk into the image's marker OS. Then a changed node (the
 //! marker OS records on its disk where it first booted) is captured back
 //! to the server by a capture job, and that capture is loaded onto another
-//! node, which boots showing the first node's mark. Needs root, the
+//! node, which boots showing the first node's mark; and a wipe job zeroes
+//! a node's disk through the agent. Needs root, the
 //! namespace bed and QEMU (TCG); takes a few minutes.
 
 use std::time::Duration;
@@ -67,4 +68,13 @@ fn three_nodes_reload_through_one_session_boot_their_disks_and_a_capture_loads_o
     let run = f.power_on(&[2], ROUND).remove(0);
     let marker = marker_line(&run.console).unwrap_or_else(|| panic!("n3 did not boot its disk:\n{}", run.console));
     assert_eq!(marker, format!("{} node=n3 origin=n1 boots=2", osimage::MARKER), "{}", run.console);
+
+    let wipe = f.post("/v1/jobs", &serde_json::json!({"kind": "wipe", "nodes": ["n2"]}));
+    let run = f.power_on(&[1], ROUND).remove(0);
+    assert!(agent_line(&run.console, "reported to the server: done").is_some(), "{}", run.console);
+    assert_eq!(f.wait_job(&wipe["id"], Duration::from_secs(30))["state"], "succeeded");
+    let zeros = shoal_tests::read_at(&f.nodes[1].disk, 0, 64 * MIB as usize).iter().all(|&b| b == 0);
+    assert!(zeros, "n2's disk was not wiped");
+    let n = f.api(&["node", "show", "n2"]);
+    assert_eq!((n["state"].as_str(), n["current_image"].as_str()), (Some("free"), None), "{n}");
 }

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let job = f.api(&["node", "reload", "n1", "n2", "n3", "--image", "demo"]);
     let loads = f.power_on(&[0, 1, 2], ROUND);
     let j = f.wait_job(&job["id"], Duration::from_secs(60));
-    println!("job {}: {}", job["id"], j["state"]);
+    println!("job {}: {}", job["id"], j["state"].as_str().unwrap_or("?"));
     let sessions = fleet::server_log(&dir).matches("session started").count();
     println!("multicast sessions: {sessions}");
     let mut ok = j["state"] == "succeeded" && sessions == 1;
@@ -65,7 +65,12 @@ fn main() -> ExitCode {
     let run = f.power_on(&[0], ROUND).remove(0);
     let captured = agent_line(&run.console, "captured as captured:").map(|(_, l)| l);
     let cj = f.wait_job(&cap["id"], Duration::from_secs(60));
-    println!("job {}: {}; {}", cap["id"], cj["state"], captured.as_deref().unwrap_or("no capture line"));
+    println!(
+        "job {}: {}; {}",
+        cap["id"],
+        cj["state"].as_str().unwrap_or("?"),
+        captured.as_deref().unwrap_or("no capture line")
+    );
     ok &= cj["state"] == "succeeded";
 
     say("done");
