@@ -134,6 +134,35 @@ fn boot_decisions_follow_the_node() {
 }
 
 #[test]
+fn a_menu_choice_becomes_a_reload_job_whose_token_runs_it() {
+    let bed = Bed::new();
+    let t = Some(bed.own.as_str());
+    let mac = Mac::parse(MAC).unwrap();
+    // Not at its menu: no choice to make.
+    assert!(bed.cat.menu_reload(mac, "img:1").is_err());
+    bed.call(Method::PUT, "/v1/nodes/pc-own/boot", t, Some(json!({"boot": "menu"})));
+    let offered = match bed.cat.decide(mac).unwrap() {
+        BootDecision::Menu { images, .. } => format!("{}:{}", images[0].name, images[0].version),
+        other => panic!("{other:?}"),
+    };
+    // Only what the menu offers.
+    assert!(bed.cat.menu_reload(mac, "nope:1").is_err());
+    let (job, token) = bed.cat.menu_reload(mac, &offered).unwrap();
+    let node = bed.call(Method::GET, "/v1/nodes/pc-own", t, None).body;
+    assert_eq!((node["boot"].as_str(), node["job"].as_i64()), (Some("agent"), Some(job.0)));
+    let task = bed.call(Method::GET, &format!("/v1/agent/{MAC}/task"), Some(token.expose()), None);
+    assert_eq!(task.status, 200, "{}", task.text);
+    assert_eq!(task.body["kind"], "reload");
+    assert_eq!(task.body["image"], IMG_ID);
+    // Looking the node up changes nothing; issuing a token replaces the old one.
+    assert!(bed.cat.boot_node(mac).unwrap().is_some());
+    assert_eq!(bed.call(Method::GET, &format!("/v1/agent/{MAC}/task"), Some(token.expose()), None).status, 200);
+    let (_, newer) = bed.cat.issue_agent_token(mac).unwrap().unwrap();
+    assert_problem(&bed.call(Method::GET, &format!("/v1/agent/{MAC}/task"), Some(token.expose()), None), 401);
+    assert_eq!(bed.call(Method::GET, &format!("/v1/agent/{MAC}/task"), Some(newer.expose()), None).status, 200);
+}
+
+#[test]
 fn metrics_count_jobs_and_nodes_by_state() {
     let bed = Bed::new();
     bed.job(&bed.own, json!({"kind": "wipe", "nodes": ["pc-own"]}));
