@@ -93,6 +93,26 @@ pub fn sh(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `shoal server` on a free loopback port, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Server {
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("invariant: the url ends in :PORT")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A scratch directory with a Shoal store in it.
 pub struct Bed {
     pub dir: TempDir,
@@ -149,6 +169,31 @@ impl Bed {
         a.extend_from_slice(args);
         let out = self.ok(&a);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("shoal {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// `shoal server ARGS` on the bed's store, listening on `port` (a free
+    /// one when 0) on loopback, logging to `server.log`; returns once it
+    /// accepts connections.
+    pub fn server(&self, port: u16, args: &[&str]) -> Server {
+        let port = match port {
+            0 => std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port(),
+            p => p,
+        };
+        let child = Command::new(shoal_bin())
+            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("SHOAL_DATA_DIR", self.store())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(File::create(self.path("server.log")).expect("server log")))
+            .spawn()
+            .expect("shoal server runs");
+        let s = Server { child, url: format!("http://127.0.0.1:{port}") };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(20), "the server did not come up");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        s
     }
 
     /// Captures `src` as `name`; returns the capture's JSON report.

@@ -4,42 +4,13 @@
 //! scrub mounts the filesystem through a loop device).
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use shoal_tests::*;
 
-/// `shoal server` on a free loopback port, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn server(bed: &Bed) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(shoal_bin())
-        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-        .env("SHOAL_DATA_DIR", bed.store())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(fs::File::create(bed.path("server.log")).unwrap()))
-        .spawn()
-        .unwrap();
-    let s = Server { child, url: format!("http://127.0.0.1:{port}") };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s
+    bed.server(0, &[])
 }
 
 fn agent(args: &[&str]) -> serde_json::Value {

@@ -13,8 +13,7 @@
 //! fall back to HTTP).
 
 use std::fs;
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use shoal_tests::netbed::NetBed;
@@ -22,45 +21,19 @@ use shoal_tests::*;
 
 const MAC: &str = "52:54:00:aa:00:01";
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `shoal server` on loopback with an agent kernel and initramfs to serve
 /// (their bytes do not matter: no machine boots them here).
 fn server(bed: &Bed) -> Server {
-    server_with(bed, &[])
+    server_with(bed, 0, &[])
 }
 
-fn server_with(bed: &Bed, extra: &[&str]) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+fn server_with(bed: &Bed, port: u16, extra: &[&str]) -> Server {
     fs::write(bed.path("vmlinuz"), b"kernel").unwrap();
     fs::write(bed.path("initrd"), b"initrd").unwrap();
-    let child = Command::new(shoal_bin())
-        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--agent-kernel", bed.path("vmlinuz").to_str().unwrap()])
-        .args(["--agent-initrd", bed.path("initrd").to_str().unwrap()])
-        .args(extra)
-        .env("SHOAL_DATA_DIR", bed.store())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(fs::File::create(bed.path("server.log")).unwrap()))
-        .spawn()
-        .unwrap();
-    let s = Server { child, url: format!("http://127.0.0.1:{port}") };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s
+    let (k, i) = (bed.path("vmlinuz"), bed.path("initrd"));
+    let mut args = vec!["--agent-kernel", k.to_str().unwrap(), "--agent-initrd", i.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    bed.server(port, &args)
 }
 
 /// An admin token of project `default`, which the server made at start
@@ -290,7 +263,7 @@ fn an_agent_that_cannot_reach_its_server_retries_until_it_is_back() {
     client(&bed, &s, &token, &["node", "register", "n1", "--mac", MAC, "--type", "vm"]);
     let id = client(&bed, &s, &token, &["node", "reload", "n1", "--image", "img"])["id"].clone();
     let line = boot_cmdline(&s);
-    let port: u16 = s.url.rsplit(':').next().unwrap().parse().unwrap();
+    let port = s.port();
     // The server goes down after the node booted; the agent comes up to
     // find nobody there.
     let _ = s.child.kill();
@@ -309,16 +282,7 @@ fn an_agent_that_cannot_reach_its_server_retries_until_it_is_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Back on the same address, with the same catalog: the token holds.
-    let child = Command::new(shoal_bin())
-        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--agent-kernel", bed.path("vmlinuz").to_str().unwrap()])
-        .args(["--agent-initrd", bed.path("initrd").to_str().unwrap()])
-        .env("SHOAL_DATA_DIR", bed.store())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Server { child, url: s.url.clone() };
+    let s = server_with(&bed, port, &[]);
     let st = agent.wait().unwrap();
     let log = fs::read_to_string(bed.path("agent.log")).unwrap();
     assert!(st.success(), "{log}");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::cmdline::{AgentToken, Mac};
-use super::task::{chain, describe_upload, Outcome, Task, TaskSource};
+use super::task::{chain, Outcome, Task, TaskSource};
 use crate::capture::Progress;
 use crate::scrub::ScrubConfig;
 use crate::wipe::WipeMode;
@@ -236,24 +236,11 @@ impl TaskSource for ServerTasks {
             b.stop();
         }
         super::task::CmdlineTasks::new(None).report(task, outcome);
-        let (ok, message) = match outcome {
-            Outcome::Loaded(r) => (
-                true,
-                format!(
-                    "loaded {} chunks ({} already present, {} by multicast, {} over HTTP), {} bytes written in {:.1} s",
-                    r.chunks,
-                    r.chunks_present,
-                    r.chunks_multicast,
-                    r.chunks_http,
-                    r.bytes_written,
-                    r.elapsed.as_secs_f64()
-                ),
-            ),
-            Outcome::Captured(r) => (true, describe_upload(r).lines().next().unwrap_or_default().to_string()),
-            Outcome::Wiped(r) => {
-                (true, format!("wiped {} bytes ({:?}) in {:.1} s", r.bytes, r.mode, r.elapsed.as_secs_f64()))
-            }
-            Outcome::Failed(e) => (false, chain(e)),
+        let ok = !matches!(outcome, Outcome::Failed(_));
+        let message = match outcome {
+            Outcome::Loaded(_) => format!("loaded {}", outcome.summary()),
+            Outcome::Wiped(_) => format!("wiped {}", outcome.summary()),
+            _ => outcome.summary(),
         };
         self.post_report(ok, &message);
     }

@@ -108,8 +108,23 @@ impl TaskSource for CmdlineTasks {
 
     fn report(&mut self, task: &Task, outcome: &Outcome) {
         match outcome {
-            Outcome::Loaded(r) => tracing::info!(
-                "{task:?} done: {} chunks ({} already present, {} by multicast, {} over HTTP), {} bytes written in {:.2} s",
+            Outcome::Captured(r) => {
+                for line in describe_upload(r).lines() {
+                    tracing::info!("{line}");
+                }
+            }
+            Outcome::Failed(_) => tracing::error!("{task:?} failed: {}", outcome.summary()),
+            _ => tracing::info!("{task:?} done: {}", outcome.summary()),
+        }
+    }
+}
+
+impl Outcome {
+    /// One line for the console and the server's report.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::Loaded(r) => format!(
+                "{} chunks ({} already present, {} by multicast, {} over HTTP), {} bytes written in {:.2} s",
                 r.chunks,
                 r.chunks_present,
                 r.chunks_multicast,
@@ -117,18 +132,9 @@ impl TaskSource for CmdlineTasks {
                 r.bytes_written,
                 r.elapsed.as_secs_f64()
             ),
-            Outcome::Captured(r) => {
-                for line in describe_upload(r).lines() {
-                    tracing::info!("{line}");
-                }
-            }
-            Outcome::Wiped(r) => tracing::info!(
-                "{task:?} done: {} bytes ({:?}) in {:.2} s",
-                r.bytes,
-                r.mode,
-                r.elapsed.as_secs_f64()
-            ),
-            Outcome::Failed(e) => tracing::error!("{task:?} failed: {}", chain(e)),
+            Outcome::Captured(r) => describe_upload(r).lines().next().unwrap_or_default().to_string(),
+            Outcome::Wiped(r) => format!("{} bytes ({:?}) in {:.2} s", r.bytes, r.mode, r.elapsed.as_secs_f64()),
+            Outcome::Failed(e) => chain(e),
         }
     }
 }
