@@ -139,6 +139,15 @@ pub struct ServerArgs {
     /// Seconds without requests after which a session ends.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_secs: u64,
+    /// Also serve the metadata service (EC2 and NoCloud paths; see
+    /// README.md, "First boot") on this address, e.g.
+    /// 169.254.169.254:80; it is always on the --listen port too.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metadata_listen: Option<std::net::SocketAddr>,
+    /// What the metadata service answers for
+    /// placement/availability-zone.
+    #[arg(long, default_value = "shoal")]
+    pub metadata_zone: String,
     #[command(flatten)]
     pub boot: BootArgs,
 }

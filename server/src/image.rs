@@ -136,7 +136,17 @@ fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
     sessions.ttl = a.ttl;
     sessions.max_rate = a.rate_mbit * 1_000_000 / 8;
     sessions.idle = std::time::Duration::from_secs(a.idle_secs);
-    crate::serve::run(store, crate::serve::ServerConfig { listen: a.listen, sessions, netboot }, catalog)?;
+    crate::serve::run(
+        store,
+        crate::serve::ServerConfig {
+            listen: a.listen,
+            sessions,
+            netboot,
+            metadata_listen: a.metadata_listen,
+            metadata_zone: a.metadata_zone.clone(),
+        },
+        catalog,
+    )?;
     Ok(())
 }
 

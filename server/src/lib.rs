@@ -24,6 +24,7 @@ pub mod client;
 pub mod image;
 pub mod initramfs;
 pub mod keys;
+pub mod metadata;
 pub mod metrics;
 pub mod progress;
 pub mod serve;
