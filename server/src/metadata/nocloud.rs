@@ -37,7 +37,7 @@ pub fn vendor_data(v: &NodeView, password_hash: Option<&str>) -> String {
     if let Some(h) = password_hash {
         // A crypt hash is `$6$`, then [./0-9A-Za-z$=] only.
         s += &format!(
-            "chpasswd:\n  expire: false\n  users:\n    - name: root\n      password: '{h}'\n      type: HASH\n"
+            "chpasswd:\n  expire: false\n  users:\n    - name: root\n      password: '{h}'\n      type: hash\n"
         );
     }
     if let Some(d) = &v.meta.ephemeral_disk {
