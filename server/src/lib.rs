@@ -21,6 +21,7 @@ pub mod build;
 pub mod catalog;
 pub mod cli;
 pub mod client;
+pub mod customize;
 pub mod image;
 pub mod initramfs;
 pub mod keys;
