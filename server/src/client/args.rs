@@ -102,8 +102,9 @@ pub enum NodeCommand {
     },
     /// Reload nodes with an image: records a reload job and marks each
     /// node's next boot as the agent. Without --image, the project's
-    /// default image. (The job is recorded; this server does not power
-    /// cycle nodes yet.)
+    /// default image. Prints each node's one-time initial password for
+    /// its next instance (shown only here). (The job is recorded; this
+    /// server does not power cycle nodes yet.)
     Reload {
         #[arg(required = true, value_parser = name)]
         nodes: Vec<Name>,
