@@ -38,6 +38,8 @@ kmod:modprobe
 grub-pc-bin:
 extlinux:extlinux
 syslinux-common:
+cloud-init:cloud-init
+openssh-client:ssh-keygen
 "
 
 find_missing() {

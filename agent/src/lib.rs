@@ -19,6 +19,7 @@ pub mod check;
 pub mod deploy;
 pub mod device;
 pub mod ext4;
+pub mod firstboot;
 pub mod init;
 pub mod load;
 pub mod mount;

@@ -58,6 +58,19 @@ enum Command {
     /// every byte read back as zero.
     Wipe(WipeArgs),
 
+    /// First-boot configuration for images without cloud-init.
+    ///
+    /// Run early at boot in the installed OS (`shoal image customize`
+    /// installs a systemd unit or an rc.local hook). Asks the metadata
+    /// service (IMDSv2 token if offered) for this instance; if first boot
+    /// already ran for its instance-id, does nothing. Otherwise sets the
+    /// hostname, adds root's SSH keys, sets root's one-time initial
+    /// password hash in /etc/shadow, regenerates the SSH host keys, mounts
+    /// the ephemeral disk at /mnt, writes /etc/image-id and runs user-data
+    /// when it is a script. If the service stays unreachable it gives up
+    /// after --attempts with one log line and exits 0, so the node boots.
+    Firstboot(FirstbootArgs),
+
     /// Run a node's task as the initramfs agent would, outside it.
     ///
     /// Acts on a kernel command line as a boot script gives it: the task
@@ -181,6 +194,25 @@ enum Mode {
 }
 
 #[derive(clap::Args, Debug)]
+struct FirstbootArgs {
+    /// The system to configure.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// The metadata service.
+    #[arg(long, default_value = "http://169.254.169.254")]
+    url: String,
+    /// Tries to reach the service before booting on without it.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    attempts: u32,
+    /// Seconds between tries.
+    #[arg(long, default_value_t = 3)]
+    retry_secs: u64,
+    /// The account whose initial password and SSH keys are set.
+    #[arg(long, default_value = "root")]
+    user: String,
+}
+
+#[derive(clap::Args, Debug)]
 struct WipeArgs {
     /// How to wipe.
     #[arg(long, value_enum)]
@@ -215,6 +247,7 @@ fn main() -> ExitCode {
         Command::Load(a) => a,
         Command::Capture(a) => return capture_cmd(a),
         Command::Wipe(a) => return wipe_cmd(a),
+        Command::Firstboot(a) => return firstboot_cmd(a),
         Command::Run(_) => unreachable!("handled above"),
         Command::Init => shoal_agent::init::run(),
     };
@@ -354,5 +387,20 @@ fn local_addr_towards(url: &str) -> std::io::Result<Ipv4Addr> {
     match sock.local_addr()?.ip() {
         std::net::IpAddr::V4(v4) => Ok(v4),
         std::net::IpAddr::V6(_) => Err(std::io::Error::other("not IPv4")),
+    }
+}
+
+fn firstboot_cmd(a: FirstbootArgs) -> ExitCode {
+    let cfg = shoal_agent::firstboot::FirstbootConfig {
+        root: a.root,
+        url: a.url,
+        attempts: a.attempts,
+        retry_delay: Duration::from_secs(a.retry_secs),
+        timeout: Duration::from_secs(10),
+        user: a.user,
+    };
+    match shoal_agent::firstboot::run(&cfg) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }

@@ -139,6 +139,15 @@ pub struct ServerArgs {
     /// Seconds without requests after which a session ends.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_secs: u64,
+    /// Also serve the metadata service (EC2 and NoCloud paths; see
+    /// README.md, "First boot") on this address, e.g.
+    /// 169.254.169.254:80; it is always on the --listen port too.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metadata_listen: Option<std::net::SocketAddr>,
+    /// What the metadata service answers for
+    /// placement/availability-zone.
+    #[arg(long, default_value = "shoal")]
+    pub metadata_zone: String,
     #[command(flatten)]
     pub boot: BootArgs,
 }
@@ -255,6 +264,19 @@ pub enum ImageCommand {
     /// syslinux's MBR boot code, and captures the disk into the store.
     /// Needs root (a loop mount), sfdisk, mkfs.ext4 and extlinux.
     Build(BuildArgs),
+
+    /// Install `shoal-agent firstboot` into an image (for images without
+    /// cloud-init), as a new version of it.
+    ///
+    /// Deploys the image to a scratch file in the store, mounts its root
+    /// filesystem (the first ext2/3/4 filesystem holding /etc), copies
+    /// --agent to /usr/local/sbin/shoal-agent, adds a hook that runs
+    /// `shoal-agent firstboot --url URL` at boot (a systemd unit ordered
+    /// before sshd and the gettys, or a line in /etc/rc.local), and
+    /// captures the result as NAME, version --version (default
+    /// VERSION+firstboot), derived from the original. Needs root (a loop
+    /// mount).
+    Customize(CustomizeArgs),
 
     /// Write an image onto a disk, a partition or a file.
     ///
@@ -381,6 +403,35 @@ pub struct BuildArgs {
     pub append: String,
     #[command(flatten)]
     pub describe: Describe,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Hook {
+    /// /etc/systemd/system/shoal-firstboot.service, enabled.
+    Systemd,
+    /// A line in /etc/rc.local, before its `exit 0`.
+    RcLocal,
+}
+
+#[derive(Args, Debug)]
+pub struct CustomizeArgs {
+    /// Image id or name.
+    pub image: String,
+    /// The shoal-agent to install: a static build runs on any x86-64
+    /// distribution (built with RUSTFLAGS="-C target-feature=+crt-static").
+    #[arg(long, value_name = "PATH")]
+    pub agent: PathBuf,
+    /// How first boot is started.
+    #[arg(long, value_enum, default_value = "systemd")]
+    pub hook: Hook,
+    /// The metadata service the node asks.
+    #[arg(long, default_value = "http://169.254.169.254")]
+    pub url: String,
+    /// The new version's label (default: the image's version + "+firstboot").
+    #[arg(long)]
+    pub version: Option<String>,
     #[command(flatten)]
     pub tuning: Tuning,
 }

@@ -66,6 +66,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         ImageCommand::Build(a) => crate::build::run(&store()?, a, &out),
+        ImageCommand::Customize(a) => crate::customize::run(&store()?, a, &out),
         ImageCommand::Deploy(a) => deploy_cmd(&store()?, a, &out),
         ImageCommand::Verify(a) => verify_cmd(&store()?, a, &out),
         ImageCommand::Info(a) => info_cmd(&store()?, &a.image, &out),
@@ -136,7 +137,17 @@ fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
     sessions.ttl = a.ttl;
     sessions.max_rate = a.rate_mbit * 1_000_000 / 8;
     sessions.idle = std::time::Duration::from_secs(a.idle_secs);
-    crate::serve::run(store, crate::serve::ServerConfig { listen: a.listen, sessions, netboot }, catalog)?;
+    crate::serve::run(
+        store,
+        crate::serve::ServerConfig {
+            listen: a.listen,
+            sessions,
+            netboot,
+            metadata_listen: a.metadata_listen,
+            metadata_zone: a.metadata_zone.clone(),
+        },
+        catalog,
+    )?;
     Ok(())
 }
 
@@ -160,7 +171,7 @@ impl Out {
     }
 }
 
-fn threads(n: Option<usize>) -> usize {
+pub(crate) fn threads(n: Option<usize>) -> usize {
     n.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
@@ -269,7 +280,7 @@ pub(crate) fn capture_into(
     Ok(id)
 }
 
-fn check_expiry(img: &StoredImage) -> Result<()> {
+pub(crate) fn check_expiry(img: &StoredImage) -> Result<()> {
     if let Some(exp) = img.manifest.expires {
         if now() > exp {
             return Err(Failure::Verify(anyhow!("image {} expired at unix time {exp}", img.manifest.id)));
@@ -280,7 +291,7 @@ fn check_expiry(img: &StoredImage) -> Result<()> {
 
 /// Opens DEST for writing, creating a file of the image's size if there
 /// is nothing there.
-fn open_dest(m: &Manifest, dest: &Path, partition: Option<u32>) -> Result<(Device, bool)> {
+pub(crate) fn open_dest(m: &Manifest, dest: &Path, partition: Option<u32>) -> Result<(Device, bool)> {
     if dest.exists() {
         return Ok((Device::open_rw(dest)?, false));
     }
@@ -334,7 +345,7 @@ fn deploy_cmd(store: &Store, a: &cli::DeployArgs, out: &Out) -> Result<()> {
 
 /// Deploys and finishes the target: a GPT grown to a larger disk, the
 /// kernel told to reread the table.
-fn deploy_onto(
+pub(crate) fn deploy_onto(
     src: &dyn ChunkSource,
     m: &Manifest,
     dest: &Device,

@@ -8,6 +8,7 @@ use axum::Json;
 
 use super::{ApiState, Bearer, Body, Problem};
 use crate::catalog::jobs::{JobRecord, NewJob};
+use crate::catalog::metadata::ReloadAccepted;
 use crate::catalog::JobId;
 
 fn job_id(s: &str) -> Result<JobId, Problem> {
@@ -18,8 +19,16 @@ pub async fn create(
     State(s): State<ApiState>,
     b: Bearer,
     Body(req): Body<NewJob>,
-) -> Result<(StatusCode, Json<JobRecord>), Problem> {
-    let job = s.as_project(b, move |c, who| c.create_job(who, &req)).await?;
+) -> Result<(StatusCode, Json<ReloadAccepted>), Problem> {
+    // A reload also makes each node's next instance, whose initial
+    // password the answer shows this once (`instances`).
+    let job = s
+        .as_project(b, move |c, who| {
+            let job = c.create_job(who, &req)?;
+            let instances = c.prepare_reload(who, &job)?;
+            Ok(ReloadAccepted { job, instances })
+        })
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 

@@ -1,4 +1,5 @@
-//! `/v1/nodes`: register, list, show, set the boot decision.
+//! `/v1/nodes`: register, list, show, set the boot decision, and the
+//! first-boot metadata and instances.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -6,6 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{ApiState, Bearer, Body, Problem};
+use crate::catalog::metadata::{InstanceIssued, MetadataUpdate, NodeMetadata};
 use crate::catalog::nodes::{NewNode, NodeRecord};
 use crate::catalog::Boot;
 
@@ -39,4 +41,32 @@ pub async fn set_boot(
     Body(req): Body<SetBoot>,
 ) -> Result<Json<NodeRecord>, Problem> {
     s.as_project(b, move |c, who| c.set_boot(who, &node, req.boot)).await.map(Json)
+}
+
+pub async fn metadata(
+    State(s): State<ApiState>,
+    b: Bearer,
+    Path(node): Path<String>,
+) -> Result<Json<NodeMetadata>, Problem> {
+    s.as_project(b, move |c, who| c.node_metadata(who, &node)).await.map(Json)
+}
+
+pub async fn set_metadata(
+    State(s): State<ApiState>,
+    b: Bearer,
+    Path(node): Path<String>,
+    Body(u): Body<MetadataUpdate>,
+) -> Result<Json<NodeMetadata>, Problem> {
+    s.as_project(b, move |c, who| c.set_node_metadata(who, &node, &u)).await.map(Json)
+}
+
+/// A new instance for a node reloaded outside Shoal's jobs; the answer
+/// holds its initial password, shown this once.
+pub async fn new_instance(
+    State(s): State<ApiState>,
+    b: Bearer,
+    Path(node): Path<String>,
+) -> Result<(StatusCode, Json<InstanceIssued>), Problem> {
+    let i = s.as_project(b, move |c, who| c.new_instance(who, &node)).await?;
+    Ok((StatusCode::CREATED, Json(i)))
 }

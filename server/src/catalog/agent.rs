@@ -101,6 +101,7 @@ impl Catalog {
             match (job.kind, report.ok) {
                 (JobKind::Reload, true) => {
                     tx.execute("UPDATE nodes SET current_image = ?1 WHERE name = ?2", params![job.image, agent.node.as_str()])?;
+                    super::metadata::reload_succeeded(tx, job.id, &agent.node)?;
                 }
                 (JobKind::Wipe, true) => {
                     tx.execute("UPDATE nodes SET current_image = NULL, state = 'free' WHERE name = ?1", [agent.node.as_str()])?;

@@ -26,6 +26,7 @@ pub mod boot;
 pub mod ids;
 pub mod images;
 pub mod jobs;
+pub mod metadata;
 pub mod model;
 pub mod nodes;
 pub mod projects;

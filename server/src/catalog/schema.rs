@@ -128,8 +128,43 @@ CREATE UNIQUE INDEX nodes_by_ip ON nodes(ip);
 ALTER TABLE nodes ADD COLUMN disk TEXT NOT NULL DEFAULT '/dev/sda';
 ";
 
+/// First-boot metadata: what a node's owner sets for it (SSH keys,
+/// user-data, an ephemeral disk, whether IMDSv2 tokens are required),
+/// its instances (a new instance-id per reload, the one-time initial
+/// password's hash, the first-boot check-in), and the IMDSv2 tokens.
+const V4: &str = "
+CREATE TABLE node_metadata (
+    node            TEXT PRIMARY KEY REFERENCES nodes(name) ON DELETE CASCADE,
+    ssh_keys        TEXT NOT NULL DEFAULT '[]',
+    user_data       TEXT,
+    ephemeral_disk  TEXT,
+    imdsv2_required INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE node_instances (
+    id                 INTEGER PRIMARY KEY,
+    node               TEXT NOT NULL REFERENCES nodes(name) ON DELETE CASCADE,
+    instance_id        TEXT NOT NULL UNIQUE,
+    job                INTEGER,
+    image              TEXT,
+    state              TEXT NOT NULL CHECK (state IN ('pending', 'current', 'past')),
+    created            INTEGER NOT NULL,
+    started            INTEGER,
+    first_boot_checkin INTEGER,
+    password_hash      TEXT,
+    password_served    INTEGER
+);
+CREATE UNIQUE INDEX node_instances_one_current ON node_instances(node) WHERE state = 'current';
+CREATE INDEX node_instances_by_job ON node_instances(job, node);
+CREATE TABLE metadata_tokens (
+    hash        BLOB PRIMARY KEY,
+    node        TEXT NOT NULL REFERENCES nodes(name) ON DELETE CASCADE,
+    instance_id TEXT NOT NULL,
+    expires     INTEGER NOT NULL
+);
+";
+
 /// Every migration, in order.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The version this binary reads and writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

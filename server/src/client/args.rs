@@ -102,8 +102,9 @@ pub enum NodeCommand {
     },
     /// Reload nodes with an image: records a reload job and marks each
     /// node's next boot as the agent. Without --image, the project's
-    /// default image. (The job is recorded; this server does not power
-    /// cycle nodes yet.)
+    /// default image. Prints each node's one-time initial password for
+    /// its next instance (shown only here). (The job is recorded; this
+    /// server does not power cycle nodes yet.)
     Reload {
         #[arg(required = true, value_parser = name)]
         nodes: Vec<Name>,
@@ -115,12 +116,66 @@ pub enum NodeCommand {
         #[arg(required = true, value_parser = name)]
         nodes: Vec<Name>,
     },
+    /// A node's first-boot metadata: SSH keys, user-data, ephemeral disk,
+    /// IMDSv2 (see README.md, "First boot").
+    #[command(subcommand)]
+    Metadata(MetadataCommand),
+    /// Start a new instance of a node reloaded outside Shoal's jobs (e.g.
+    /// with `shoal image deploy`): a new instance-id, so first boot runs
+    /// again, and a new one-time initial password, printed this once.
+    Instance {
+        #[arg(value_parser = name)]
+        name: Name,
+    },
     /// Set what a node's next network boot does.
     Boot {
         #[arg(value_parser = name)]
         name: Name,
         #[arg(value_enum)]
         boot: BootChoice,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Imdsv2 {
+    /// Metadata requests must carry a token from PUT /latest/api/token.
+    Required,
+    /// Tokens are checked when sent, not required.
+    Optional,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MetadataCommand {
+    /// Show a node's metadata.
+    Show {
+        #[arg(value_parser = name)]
+        name: Name,
+    },
+    /// Change a node's metadata; what is not named stays as it is.
+    Set {
+        #[arg(value_parser = name)]
+        name: Name,
+        /// A file of SSH public keys, one a line (replaces the node's
+        /// keys; repeatable, all files' keys are kept).
+        #[arg(long, value_name = "FILE")]
+        ssh_keys: Vec<std::path::PathBuf>,
+        /// Remove every SSH key.
+        #[arg(long, conflicts_with = "ssh_keys")]
+        no_ssh_keys: bool,
+        /// User-data: a script (starting `#!`) or `#cloud-config`; text, at
+        /// most 16 KiB.
+        #[arg(long, value_name = "FILE")]
+        user_data: Option<std::path::PathBuf>,
+        #[arg(long, conflicts_with = "user_data")]
+        no_user_data: bool,
+        /// A disk the node mounts at /mnt, e.g. /dev/vdb.
+        #[arg(long, value_name = "DEV")]
+        ephemeral_disk: Option<String>,
+        #[arg(long, conflicts_with = "ephemeral_disk")]
+        no_ephemeral_disk: bool,
+        /// Whether metadata requests need an IMDSv2 token.
+        #[arg(long, value_enum)]
+        imdsv2: Option<Imdsv2>,
     },
 }
 

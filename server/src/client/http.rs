@@ -55,6 +55,10 @@ impl Client {
         self.call("PUT", path, Some(body))
     }
 
+    pub fn patch(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.call("PATCH", path, Some(body))
+    }
+
     pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
         self.call("DELETE", path, None)
     }
@@ -72,7 +76,11 @@ impl Client {
                 r.call()
             }
             (_, body) => {
-                let mut r = if method == "PUT" { self.agent.put(&url) } else { self.agent.post(&url) };
+                let mut r = match method {
+                    "PUT" => self.agent.put(&url),
+                    "PATCH" => self.agent.patch(&url),
+                    _ => self.agent.post(&url),
+                };
                 if let Some(a) = &auth {
                     r = r.header("Authorization", a);
                 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::catalog::{Catalog, PowerDriver};
 use crate::cli::{Cli, Command};
-use args::{BootChoice, JobCommand, NodeCommand, ProjectCommand, ShareArgs, TokenCommand};
+use args::{BootChoice, Imdsv2, JobCommand, MetadataCommand, NodeCommand, ProjectCommand, ShareArgs, TokenCommand};
 use http::Client;
 
 /// Runs a control-plane command.
@@ -134,7 +134,25 @@ fn node(cli: &Cli, c: &Client, cmd: &NodeCommand) -> anyhow::Result<()> {
                 body["image"] = json!(i);
             }
             let v = c.post("/v1/jobs", body)?;
-            let text = job_created(&v);
+            let mut text = job_created(&v);
+            for i in v["instances"].as_array().into_iter().flatten() {
+                text += &format!(
+                    "\ninitial password of {} (instance {}, shown only now): {}",
+                    str_of(&i["node"]),
+                    str_of(&i["instance_id"]),
+                    str_of(&i["initial_password"])
+                );
+            }
+            done(cli, v, text);
+        }
+        NodeCommand::Metadata(m) => metadata(cli, c, m)?,
+        NodeCommand::Instance { name } => {
+            let v = c.post(&format!("/v1/nodes/{name}/instance"), json!({}))?;
+            let text = format!(
+                "node {name}: instance {}\ninitial password (shown only now): {}",
+                str_of(&v["instance_id"]),
+                str_of(&v["initial_password"])
+            );
             done(cli, v, text);
         }
         NodeCommand::Wipe { nodes } => {
@@ -152,6 +170,62 @@ fn node(cli: &Cli, c: &Client, cmd: &NodeCommand) -> anyhow::Result<()> {
             done(cli, v, text);
         }
     }
+    Ok(())
+}
+
+fn metadata(cli: &Cli, c: &Client, cmd: &MetadataCommand) -> anyhow::Result<()> {
+    let (name, v) = match cmd {
+        MetadataCommand::Show { name } => (name, c.get(&format!("/v1/nodes/{name}/metadata"))?),
+        MetadataCommand::Set {
+            name,
+            ssh_keys,
+            no_ssh_keys,
+            user_data,
+            no_user_data,
+            ephemeral_disk,
+            no_ephemeral_disk,
+            imdsv2,
+        } => {
+            let mut body = json!({});
+            if *no_ssh_keys {
+                body["ssh_keys"] = json!([]);
+            } else if !ssh_keys.is_empty() {
+                let mut keys = Vec::new();
+                for f in ssh_keys {
+                    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                    keys.extend(
+                        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from),
+                    );
+                }
+                body["ssh_keys"] = json!(keys);
+            }
+            if *no_user_data {
+                body["user_data"] = Value::Null;
+            } else if let Some(f) = user_data {
+                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("{}: user-data must be UTF-8 text", f.display()))?;
+                body["user_data"] = json!(text);
+            }
+            if *no_ephemeral_disk {
+                body["ephemeral_disk"] = Value::Null;
+            } else if let Some(d) = ephemeral_disk {
+                body["ephemeral_disk"] = json!(d);
+            }
+            if let Some(i) = imdsv2 {
+                body["imdsv2_required"] = json!(matches!(i, Imdsv2::Required));
+            }
+            (name, c.patch(&format!("/v1/nodes/{name}/metadata"), body)?)
+        }
+    };
+    let keys = v["ssh_keys"].as_array().map_or(0, Vec::len);
+    let text = format!(
+        "node {name}: {keys} ssh keys, user-data {}, ephemeral disk {}, IMDSv2 token {}",
+        v["user_data"].as_str().map_or("none".into(), |u| format!("{} bytes", u.len())),
+        v["ephemeral_disk"].as_str().unwrap_or("none"),
+        if v["imdsv2_required"].as_bool() == Some(true) { "required" } else { "optional" }
+    );
+    done(cli, v, text);
     Ok(())
 }
 

@@ -30,6 +30,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub sessions: session::SessionConfig,
     pub netboot: netboot::Netboot,
+    /// A listener of its own for the metadata service (it is always on
+    /// `listen` too).
+    pub metadata_listen: Option<SocketAddr>,
+    pub metadata_zone: String,
 }
 
 /// Runs until SIGINT or SIGTERM. `nodes` holds the registered nodes of a
@@ -69,12 +73,28 @@ pub fn run(store: Store, config: ServerConfig, nodes: Option<Arc<dyn nodes::Node
             let tftp = shoal_pxe::tftp::Server::bind(cfg).context("starting tftp")?;
             tasks.spawn(tftp.run(until_stopped()));
         }
+        let metadata = crate::metadata::router(crate::metadata::MetadataState {
+            catalog: Arc::clone(&control.catalog),
+            zone: config.metadata_zone.clone(),
+        });
+        if let Some(addr) = config.metadata_listen {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metadata service on {addr}"))?;
+            tracing::info!(listen = %addr, "metadata service ready");
+            let svc = metadata.clone().into_make_service_with_connect_info::<SocketAddr>();
+            let stop_md = until_stopped();
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(l, svc).with_graceful_shutdown(stop_md).await {
+                    tracing::error!("metadata service: {e}");
+                }
+            });
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         tracing::info!(listen = %config.listen, group_base = %config.sessions.group_base,
             port = config.sessions.port, "shoal server ready");
-        let served = axum::serve(listener, http::router(app).merge(crate::api::router(control)))
+        let routes = http::router(app).merge(crate::api::router(control)).merge(metadata);
+        let served = axum::serve(listener, routes.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown().await;
                 let _ = stop.send(true);
