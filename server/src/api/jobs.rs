@@ -1,6 +1,6 @@
 //! `/v1/jobs`: create (reload, capture, wipe), list, show, cancel.
-//! Creating a job records it and answers `202 Accepted`; executing it
-//! (power cycling, watching agents) is not done here.
+//! Creating a job records it and answers `202 Accepted`; the job runner
+//! (`crate::jobs`) executes it.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,8 +17,11 @@ fn job_id(s: &str) -> Result<JobId, Problem> {
 pub async fn create(
     State(s): State<ApiState>,
     b: Bearer,
-    Body(req): Body<NewJob>,
+    Body(mut req): Body<NewJob>,
 ) -> Result<(StatusCode, Json<JobRecord>), Problem> {
+    if let NewJob::Reload(r) = &mut req {
+        r.first_boot = r.first_boot.or(Some(s.first_boot_wait));
+    }
     let job = s.as_project(b, move |c, who| c.create_job(who, &req)).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

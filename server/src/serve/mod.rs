@@ -3,7 +3,8 @@
 //! the network: [`netboot`] turns the command line into DHCP and TFTP
 //! settings, [`nodes`] holds the registered nodes, [`boot`] renders each
 //! node's iPXE script and issues agent tokens ([`token`]); [`upload`]
-//! takes the images agents capture.
+//! takes the images agents capture. Beside them run the job runner and
+//! the webhook (`crate::jobs`).
 
 pub mod boot;
 pub mod http;
@@ -29,6 +30,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub sessions: session::SessionConfig,
     pub netboot: netboot::Netboot,
+    pub runner: crate::jobs::RunnerConfig,
+    /// Whether reloads wait for the first-boot check-in by default.
+    pub first_boot_wait: bool,
+    pub webhook: Option<crate::jobs::webhook::WebhookConfig>,
 }
 
 /// Runs until SIGINT or SIGTERM. `catalog` holds the registered nodes,
@@ -36,7 +41,8 @@ pub struct ServerConfig {
 pub fn run(store: Store, config: ServerConfig, catalog: Arc<dyn nodes::NodeCatalog>) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let sessions = session::Sessions::new(Arc::clone(&store), config.sessions.clone());
-    let control = crate::api::control_state(Arc::clone(&store)).context("opening the catalog")?;
+    let mut control = crate::api::control_state(Arc::clone(&store)).context("opening the catalog")?;
+    control.first_boot_wait = config.first_boot_wait;
     let netboot = config.netboot;
     let boot = netboot.boot.clone().map(|s| Arc::new(boot::BootService::new(catalog, s)));
     let tftp_config = netboot.tftp_config()?;
@@ -59,6 +65,16 @@ pub fn run(store: Store, config: ServerConfig, catalog: Arc<dyn nodes::NodeCatal
         if let Some(cfg) = tftp_config {
             let tftp = shoal_pxe::tftp::Server::bind(cfg).context("starting tftp")?;
             tasks.spawn(tftp.run(until_stopped()));
+        }
+        let runner = crate::jobs::Runner::new(Arc::clone(&control.catalog), config.runner, &control.metrics);
+        tasks.spawn(runner.run(until_stopped()));
+        if let Some(w) = config.webhook {
+            tasks.spawn(crate::jobs::webhook::run(
+                Arc::clone(&control.catalog),
+                w,
+                Arc::clone(&control.metrics),
+                until_stopped(),
+            ));
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
