@@ -7,7 +7,6 @@ set -eu
 want="
 bc:bc
 nftables:nft
-busybox:busybox
 curl:curl
 tftp-hpa:tftp
 atftp:atftp

@@ -36,7 +36,7 @@ pub trait ChunkSink: Sync {
 }
 
 /// Counters a progress display polls while a capture or deploy runs.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Progress {
     pub total: AtomicU64,
     pub done: AtomicU64,

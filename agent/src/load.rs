@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,13 +24,14 @@ use shoal_proto::manifest::{ChunkRef, Manifest, SignedManifest};
 use shoal_proto::mcast::{receiver, wire, Receiver, ReceiverConfig, ReceiverId, SessionId, Time, MAX_DATAGRAM};
 use shoal_proto::{ImageId, KeyId};
 
+use crate::capture::Progress;
 use crate::deploy::{self, FreePolicy};
 use crate::device::Device;
 use crate::place::{place, Target};
 
 /// What to load, from where, onto what.
 #[derive(Clone, Debug)]
-pub struct LoadConfig {
+pub struct LoadConfig<'a> {
     /// The server's base URL, e.g. `http://10.0.0.1:4870`.
     pub server: String,
     pub image: String,
@@ -46,6 +48,8 @@ pub struct LoadConfig {
     /// Address of the interface to join the group on (unspecified: by route).
     pub iface: Ipv4Addr,
     pub workers: usize,
+    /// Counts chunks in place (held already, or written), out of all.
+    pub progress: Option<&'a Progress>,
 }
 
 /// What happened, for the operator and the server.
@@ -116,7 +120,7 @@ struct Job<'a> {
 }
 
 /// Loads the image. Blocks until done.
-pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
+pub fn load(cfg: &LoadConfig<'_>) -> Result<LoadReport, LoadError> {
     let start = Instant::now();
     let base = cfg.server.trim_end_matches('/');
     let key = match cfg.key {
@@ -185,6 +189,10 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
         } else {
             need.push(i as u32);
         }
+    }
+    if let Some(p) = cfg.progress {
+        p.total.store(report.chunks, Ordering::Relaxed);
+        p.done.store(report.chunks_present, Ordering::Relaxed);
     }
     tracing::info!(
         chunks = report.chunks,
@@ -265,7 +273,7 @@ fn new_receiver(
 }
 
 fn receive(
-    cfg: &LoadConfig,
+    cfg: &LoadConfig<'_>,
     base: &str,
     m: &Manifest,
     jobs: &[Option<Job<'_>>],
@@ -337,6 +345,9 @@ fn receive(
             while !remaining.is_empty() {
                 while let Ok((index, res)) = done_rx.try_recv() {
                     report.bytes_written += res?;
+                    if let Some(p) = cfg.progress {
+                        p.add(1);
+                    }
                     remaining.remove(&index);
                     in_flight.remove(&index);
                     if !http {

@@ -58,6 +58,15 @@ enum Command {
     /// every byte read back as zero.
     Wipe(WipeArgs),
 
+    /// Run a node's task as the initramfs agent would, outside it.
+    ///
+    /// Acts on a kernel command line as a boot script gives it: the task
+    /// it names (`shoal.task=`), or else, with `shoal.token=`, the node's
+    /// job from the server, sending heartbeats and a final report with the
+    /// log. No mounts, modules or DHCP: the network must already be up.
+    /// For simulated nodes, and to try a boot script's line by hand.
+    Run(RunArgs),
+
     /// Boot the node as PID 1 in the initramfs: mount, load modules, DHCP,
     /// run the task from the kernel command line, then reboot. Refuses to
     /// run as any other PID. (PID 1 runs this whatever its arguments.)
@@ -111,6 +120,19 @@ struct LoadArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The kernel command line to act on (BOOTIF=, shoal.server=, ...).
+    #[arg(long)]
+    cmdline: String,
+    /// Work on this disk or file instead of the line's shoal.target.
+    #[arg(long)]
+    target: Option<PathBuf>,
+    /// The server's signing key (hex), which the initramfs would carry.
+    #[arg(long)]
+    key: shoal_proto::KeyId,
 }
 
 #[derive(clap::Args, Debug)]
@@ -177,8 +199,14 @@ fn main() -> ExitCode {
         shoal_agent::init::run();
     }
     let cli = Cli::parse();
-    if let Command::Init = cli.command {
-        shoal_agent::init::run();
+    match cli.command {
+        Command::Init => shoal_agent::init::run(),
+        // As PID 1 logs: stamped lines, whose tail goes into the report.
+        Command::Run(a) => {
+            shoal_agent::init::console::init_logging(false);
+            return run_cmd(a);
+        }
+        _ => {}
     }
     // Colour only on a terminal: logs piped to files stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -187,6 +215,7 @@ fn main() -> ExitCode {
         Command::Load(a) => a,
         Command::Capture(a) => return capture_cmd(a),
         Command::Wipe(a) => return wipe_cmd(a),
+        Command::Run(_) => unreachable!("handled above"),
         Command::Init => shoal_agent::init::run(),
     };
     let cfg = LoadConfig {
@@ -204,6 +233,7 @@ fn main() -> ExitCode {
         fallback_after: Duration::from_secs(a.fallback_secs),
         iface: a.iface,
         workers: a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        progress: None,
     };
     match load(&cfg) {
         Ok(r) => {
@@ -281,5 +311,48 @@ fn wipe_cmd(a: WipeArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
+    }
+}
+
+fn run_cmd(a: RunArgs) -> ExitCode {
+    use shoal_agent::init::cmdline::BootParams;
+    let p: BootParams = match a.cmdline.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("shoal-agent run: --cmdline: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (Some(server), Some(mac)) = (p.server.clone(), p.bootif) else {
+        eprintln!("shoal-agent run: --cmdline needs shoal.server= and BOOTIF=");
+        return ExitCode::from(2);
+    };
+    // The address the kernel would send to the server from is the one to
+    // receive multicast on.
+    let addr = match local_addr_towards(&server) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("shoal-agent run: finding the route to {server}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if shoal_agent::init::run_tasks(&p, &server, addr, Some(a.key), mac, a.target) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// This host's address on the route to an `http://host:port` URL.
+fn local_addr_towards(url: &str) -> std::io::Result<Ipv4Addr> {
+    use std::net::ToSocketAddrs;
+    let hostport = url.trim_start_matches("http://").split('/').next().unwrap_or_default();
+    let to =
+        hostport.to_socket_addrs()?.find(|a| a.is_ipv4()).ok_or_else(|| std::io::Error::other("no IPv4 address"))?;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    sock.connect(to)?;
+    match sock.local_addr()?.ip() {
+        std::net::IpAddr::V4(v4) => Ok(v4),
+        std::net::IpAddr::V6(_) => Err(std::io::Error::other("not IPv4")),
     }
 }

@@ -15,7 +15,7 @@ impl shoal_pxe::dhcp::BootPolicy for EvenMacs {
     fn lookup(&self, mac: shoal_pxe::dhcp::Mac) -> Option<shoal_pxe::dhcp::NodeBoot> {
         let last = mac.0[5];
         (last & 1 == 0).then(|| shoal_pxe::dhcp::NodeBoot {
-            ip: std::net::Ipv4Addr::new(10, 0, 0, last),
+            ip: Some(std::net::Ipv4Addr::new(10, 0, 0, last)),
             hostname: Some(format!("pc{last}")),
             network_boot: last & 3 == 0,
         })

@@ -26,7 +26,7 @@ const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 21);
 const STRANGER: Mac = Mac([2, 0, 0, 0, 0, 0x99]);
 
 fn nodes() -> HashMap<Mac, NodeBoot> {
-    HashMap::from([(NODE, NodeBoot { ip: NODE_IP, hostname: Some("pc21".into()), network_boot: true })])
+    HashMap::from([(NODE, NodeBoot { ip: Some(NODE_IP), hostname: Some("pc21".into()), network_boot: true })])
 }
 
 fn full(pool: bool) -> Config {

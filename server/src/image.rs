@@ -116,18 +116,19 @@ fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
     use crate::serve::{netboot, nodes};
     let netboot =
         netboot::Netboot::from_args(&a.boot, a.listen, &cli.data_dir).map_err(|e| Failure::Usage(e.into()))?;
-    let catalog: std::sync::Arc<dyn nodes::NodeCatalog> = match &netboot.nodes {
+    // Without a nodes file, network boot reads the control plane's catalog.
+    let catalog: Option<std::sync::Arc<dyn nodes::NodeCatalog>> = match &netboot.nodes {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|source| netboot::NetbootError::NodesRead { path: path.clone(), source })?;
             let table = nodes::NodeTable::parse(&text)
                 .map_err(|source| netboot::NetbootError::Nodes { path: path.clone(), source })
                 .map_err(|e| Failure::Usage(e.into()))?;
-            std::sync::Arc::new(table)
+            netboot.check_nodes(&table).map_err(|e| Failure::Usage(e.into()))?;
+            Some(std::sync::Arc::new(table))
         }
-        None => std::sync::Arc::new(nodes::NodeTable::default()),
+        None => None,
     };
-    netboot.check_nodes(catalog.as_ref()).map_err(|e| Failure::Usage(e.into()))?;
     let store =
         Store::open(&cli.data_dir).with_context(|| format!("opening the store at {}", cli.data_dir.display()))?;
     let mut sessions = crate::serve::default_session_config();

@@ -9,6 +9,8 @@
 //! shoal.task=capture shoal.name=NAME shoal.target=/dev/vda [shoal.partition=N]
 //!     [shoal.scrub=0] [shoal.scrub-keep=CATEGORY,...]   scrubbing is on by default
 //! shoal.task=wipe shoal.wipe=discard|zero shoal.target=/dev/vda
+//! (no shoal.task)                 ask the server for the node's task with
+//!                                 shoal.token; shoal.target is its disk
 //! shoal.after=reboot|poweroff     what to do when the task is done (default reboot)
 //! shoal.debug=1                   drop to the busybox shell instead
 //! ```
@@ -70,6 +72,9 @@ pub struct BootParams {
     pub after: After,
     /// The task the command line names, if any.
     pub task: Option<Task>,
+    /// `shoal.target=`: the task's disk, and without `shoal.task` the
+    /// disk for the task the server gives.
+    pub target: Option<PathBuf>,
     /// `shoal.*` keys this agent does not know (logged, not fatal).
     pub unknown: Vec<String>,
 }
@@ -199,6 +204,7 @@ impl FromStr for BootParams {
                 _ => {}
             }
         }
+        p.target = target.clone();
         let Some(kind) = task else { return Ok(p) };
         let missing = |what| CmdlineError::Missing { task: kind.clone(), missing: what };
         if !["load", "capture", "wipe"].contains(&kind.as_str()) {
@@ -216,7 +222,7 @@ impl FromStr for BootParams {
             "capture" => {
                 let name = name.ok_or_else(|| missing("shoal.name"))?;
                 let scrub = scrub.then_some(ScrubConfig { keep });
-                Task::Capture { target: target?, partition, name, scrub }
+                Task::Capture { target: target?, partition, name, version: None, scrub }
             }
             "wipe" => {
                 let mode = wipe.ok_or_else(|| missing("shoal.wipe"))?;
@@ -305,12 +311,19 @@ mod tests {
         let scrub = Some(ScrubConfig::default());
         assert_eq!(
             p.task,
-            Some(Task::Capture { target: "/dev/vda".into(), partition: Some(2), name: "web-1".into(), scrub })
+            Some(Task::Capture {
+                target: "/dev/vda".into(),
+                partition: Some(2),
+                name: "web-1".into(),
+                version: None,
+                scrub
+            })
         );
         let p: BootParams =
             format!("{base} shoal.task=capture shoal.name=n shoal.scrub-keep=logs,passwords").parse().unwrap();
         let scrub = Some(ScrubConfig { keep: vec![Category::Logs, Category::Passwords] });
-        assert_eq!(p.task, Some(Task::Capture { target: "/dev/vda".into(), partition: None, name: "n".into(), scrub }));
+        let want = Task::Capture { target: "/dev/vda".into(), partition: None, name: "n".into(), version: None, scrub };
+        assert_eq!(p.task, Some(want));
         let p: BootParams = format!("{base} shoal.task=capture shoal.name=n shoal.scrub=0").parse().unwrap();
         assert!(matches!(p.task, Some(Task::Capture { scrub: None, .. })));
         let p: BootParams = format!("{base} shoal.task=wipe shoal.wipe=zero").parse().unwrap();

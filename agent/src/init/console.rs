@@ -2,7 +2,9 @@
 //! `[   1.234567]` form, so the agent's lines line up with dmesg's and a
 //! serial log shows how long each step took from kernel start.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::time::{clock_gettime, ClockId};
@@ -33,12 +35,46 @@ pub fn attach() {
     let _ = nix::unistd::dup2_stderr(&console);
 }
 
+/// The most of the log [`tail`] keeps for the report.
+pub const TAIL_BYTES: usize = 256 << 10;
+
+static TAIL: Mutex<VecDeque<u8>> = Mutex::new(VecDeque::new());
+
+/// The last [`TAIL_BYTES`] of what was logged, for the server's report.
+pub fn tail() -> String {
+    let t = TAIL.lock().unwrap_or_else(|e| e.into_inner());
+    let (a, b) = t.as_slices();
+    let mut v = Vec::with_capacity(t.len());
+    v.extend_from_slice(a);
+    v.extend_from_slice(b);
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+/// Writes a log line to stderr and keeps it in the tail.
+struct Tee;
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        {
+            let mut t = TAIL.lock().unwrap_or_else(|e| e.into_inner());
+            t.extend(buf.iter().copied());
+            let over = t.len().saturating_sub(TAIL_BYTES);
+            t.drain(..over);
+        }
+        std::io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Logs to stderr (the console) with uptime stamps, at `debug` when
-/// asked on the command line.
+/// asked on the command line, keeping the [`tail`] for the report.
 pub fn init_logging(debug: bool) {
     let level = if debug { tracing::Level::DEBUG } else { tracing::Level::INFO };
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Tee)
         .with_timer(Uptime)
         .with_ansi(false)
         .with_target(false)

@@ -12,8 +12,10 @@
 //! 5. waits for NICs, brings up the one named by `BOOTIF=` (or each in
 //!    turn) and gets an address with its own DHCP client ([`dhcp`],
 //!    [`link`]), configured over rtnetlink ([`netlink`]);
-//! 6. runs the tasks a [`task::TaskSource`] gives (today: the one on the
-//!    command line) and reports their outcome;
+//! 6. runs the tasks a [`task::TaskSource`] gives and reports their
+//!    outcome: the one on the command line (`shoal.task=`), or else the
+//!    node's job from the server, asked with `shoal.token=`
+//!    ([`server_tasks`], which also sends heartbeats);
 //! 7. reboots; or powers off (`shoal.after=poweroff`); or, with
 //!    `shoal.debug=1` and busybox in the initramfs, runs a shell first. A
 //!    failure is logged, then the node reboots after a pause.
@@ -25,13 +27,19 @@ pub mod console;
 pub mod dhcp;
 pub mod link;
 pub mod netlink;
+pub mod server_tasks;
 pub mod system;
 pub mod task;
 
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use cmdline::{After, BootParams};
+use cmdline::{After, BootParams, Mac};
+use shoal_proto::KeyId;
 use task::{CmdlineTasks, Context, Outcome, TaskSource};
+
+use crate::capture::Progress;
 
 /// How long drivers get to show a NIC.
 const NIC_WAIT: Duration = Duration::from_secs(15);
@@ -103,18 +111,17 @@ fn boot(p: &BootParams) -> bool {
             tracing::warn!("random number generator still not ready after {} s: going on", RNG_WAIT.as_secs());
         }
     }
-    let mut tasks = CmdlineTasks::new(p.task.clone());
-    let Some(mut task) = tasks.next_task() else {
-        tracing::warn!("nothing to do: no shoal.task= on the kernel command line");
+    if p.task.is_none() && p.token.is_none() {
+        tracing::warn!("nothing to do: neither shoal.task= nor shoal.token= on the kernel command line");
         return true;
-    };
+    }
     let Some(server) = p.server.as_deref() else {
-        // cmdline refuses a task without a server; kept as a guard.
         tracing::error!("no shoal.server= on the kernel command line");
         return false;
     };
     let lease = match link::wait_for_nics(p.bootif, NIC_WAIT).and_then(|nics| link::bring_up(&nics, DHCP_DEADLINE)) {
         Ok((nic, lease)) => {
+            let mac = nic.mac;
             tracing::info!(
                 "{}: {}/{} router {} (DHCP server {}, lease {} s)",
                 nic.name,
@@ -124,33 +131,76 @@ fn boot(p: &BootParams) -> bool {
                 lease.server,
                 lease.lease_secs.map_or("?".to_string(), |s| s.to_string()),
             );
-            lease
+            (lease, mac)
         }
         Err(e) => {
             tracing::error!("network: {}", task::chain(&e));
             return false;
         }
     };
+    let (lease, mac) = lease;
     tracing::info!("disks: {}", system::disks().join(", "));
+    let ok = run_tasks(p, server, lease.addr, None, p.bootif.unwrap_or(mac), None);
+    if let Some(kib) = system::peak_rss_kib() {
+        tracing::info!("peak memory (VmHWM): {kib} KiB");
+    }
+    ok
+}
+
+/// Runs the command line's task, or else the node's job from the server,
+/// once the network is up; `false` if one failed (already logged and
+/// reported). `mac` is the node's boot NIC, `target` overrides the disk
+/// (`shoal-agent run --target`), `key` the initramfs's server key.
+/// PID 1 and `shoal-agent run` share it.
+pub fn run_tasks(
+    p: &BootParams,
+    server: &str,
+    addr: Ipv4Addr,
+    key: Option<KeyId>,
+    mac: Mac,
+    target: Option<PathBuf>,
+) -> bool {
     if let Some(node) = &p.node {
         tracing::info!("node {} (token {})", node.as_str(), if p.token.is_some() { "given" } else { "absent" });
     }
-    let ctx = Context { server, addr: lease.addr };
+    let progress = std::sync::Arc::new(Progress::default());
+    let retarget = |t: task::Task| match (&target, t) {
+        (Some(d), task::Task::Load { image, partition, .. }) => {
+            task::Task::Load { image, target: d.clone(), partition }
+        }
+        (Some(d), task::Task::Capture { partition, name, version, scrub, .. }) => {
+            task::Task::Capture { target: d.clone(), partition, name, version, scrub }
+        }
+        (Some(d), task::Task::Wipe { mode, .. }) => task::Task::Wipe { target: d.clone(), mode },
+        (None, t) => t,
+    };
+    let mut tasks: Box<dyn TaskSource> = match (&p.task, &p.token) {
+        (Some(t), _) => Box::new(CmdlineTasks::new(Some(t.clone()))),
+        (None, Some(token)) => {
+            let Some(disk) = target.clone().or_else(|| p.target.clone()) else {
+                tracing::error!("no shoal.target= on the kernel command line: which disk is the job's?");
+                return false;
+            };
+            Box::new(server_tasks::ServerTasks::new(server, mac, token.clone(), disk, std::sync::Arc::clone(&progress)))
+        }
+        (None, None) => {
+            tracing::warn!("nothing to do: neither shoal.task= nor shoal.token=");
+            return true;
+        }
+    };
+    let ctx = Context { server, addr, key, progress: &progress };
     let mut ok = true;
-    loop {
+    while let Some(task) = tasks.next_task().map(retarget) {
         let outcome = task::run(&task, &ctx);
         tasks.report(&task, &outcome);
         if let Outcome::Failed(_) = outcome {
             ok = false;
             break;
         }
-        match tasks.next_task() {
-            Some(t) => task = t,
-            None => break,
-        }
     }
-    if let Some(kib) = system::peak_rss_kib() {
-        tracing::info!("peak memory (VmHWM): {kib} KiB");
+    if let Some(why) = tasks.failure() {
+        tracing::error!("no task: {why}");
+        ok = false;
     }
     ok
 }

@@ -30,8 +30,15 @@ pub enum Task {
     /// partitions (creating the image's partition table on a blank disk).
     Load { image: String, target: PathBuf, partition: Option<u32> },
     /// Capture `target` (or one of its partitions) to the server as image
-    /// `name`, scrubbing it first unless `scrub` is `None`.
-    Capture { target: PathBuf, partition: Option<u32>, name: String, scrub: Option<ScrubConfig> },
+    /// `name` (version `version`, else 1), scrubbing it first unless
+    /// `scrub` is `None`.
+    Capture {
+        target: PathBuf,
+        partition: Option<u32>,
+        name: String,
+        version: Option<String>,
+        scrub: Option<ScrubConfig>,
+    },
     /// Discard or zero the whole of `target`.
     Wipe { target: PathBuf, mode: WipeMode },
 }
@@ -77,6 +84,11 @@ pub trait TaskSource {
     fn next_task(&mut self) -> Option<Task>;
     /// The outcome of the last task given.
     fn report(&mut self, task: &Task, outcome: &Outcome);
+    /// Why no task could be had, once [`TaskSource::next_task`] gave `None`
+    /// because of a failure rather than because all was done.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The task named on the kernel command line, given once. Reports go to
@@ -173,6 +185,10 @@ pub struct Context<'a> {
     pub server: &'a str,
     /// The address DHCP gave, for the multicast group membership.
     pub addr: Ipv4Addr,
+    /// The key manifests must be signed with; `None`: the initramfs's.
+    pub key: Option<KeyId>,
+    /// Where the task counts its progress (for heartbeats).
+    pub progress: &'a Progress,
 }
 
 /// How long a task's target disk may take to appear.
@@ -186,34 +202,40 @@ pub fn run(task: &Task, ctx: &Context<'_>) -> Outcome {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let res = match task {
         Task::Load { image, target, partition } => run_load(image, target, *partition, ctx).map(Outcome::Loaded),
-        Task::Capture { target, partition, name, scrub } => {
+        Task::Capture { target, partition, name, version, scrub } => {
             let cfg = UploadConfig {
                 server: ctx.server.to_string(),
                 source: target.clone(),
                 partitions: partition.iter().copied().collect(),
                 name: name.clone(),
-                version: "1".into(),
+                version: version.clone().unwrap_or_else(|| "1".into()),
                 description: String::new(),
                 author: "shoal-agent".into(),
                 scrub: scrub.clone(),
                 level: shoal_proto::chunk::DEFAULT_LEVEL,
                 workers,
             };
-            capture_to_server(&cfg, &Progress::default()).map(Outcome::Captured).map_err(TaskError::from)
+            capture_to_server(&cfg, ctx.progress).map(Outcome::Captured).map_err(TaskError::from)
         }
-        Task::Wipe { target, mode } => {
-            wipe(target, *mode, &Progress::default()).map(Outcome::Wiped).map_err(TaskError::from)
-        }
+        Task::Wipe { target, mode } => wipe(target, *mode, ctx.progress).map(Outcome::Wiped).map_err(TaskError::from),
     };
     res.unwrap_or_else(Outcome::Failed)
 }
 
-fn run_load(image: &str, target: &PathBuf, partition: Option<u32>, ctx: &Context<'_>) -> Result<LoadReport, TaskError> {
-    let key = server_key()?;
+fn run_load(
+    image: &str,
+    target: &std::path::Path,
+    partition: Option<u32>,
+    ctx: &Context<'_>,
+) -> Result<LoadReport, TaskError> {
+    let key = match ctx.key {
+        Some(k) => k,
+        None => server_key()?,
+    };
     let cfg = LoadConfig {
         server: ctx.server.to_string(),
         image: image.to_string(),
-        dest: target.clone(),
+        dest: target.to_path_buf(),
         partition,
         key: Some(key),
         verify_only: false,
@@ -221,6 +243,7 @@ fn run_load(image: &str, target: &PathBuf, partition: Option<u32>, ctx: &Context
         fallback_after: Duration::from_secs(5),
         iface: ctx.addr,
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        progress: Some(ctx.progress),
     };
     Ok(load(&cfg)?)
 }

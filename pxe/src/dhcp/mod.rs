@@ -54,8 +54,9 @@ pub use shoal_proto::{Mac, ParseMacError};
 /// What the catalog says about a registered node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeBoot {
-    /// The node's fixed address (full mode).
-    pub ip: Ipv4Addr,
+    /// The node's fixed address (full mode); without one it gets a pool
+    /// address like an unknown client.
+    pub ip: Option<Ipv4Addr>,
     /// Sent as option 12 when set.
     pub hostname: Option<String>,
     /// Whether to hand the node a boot file. When false, full mode still
@@ -84,7 +85,7 @@ impl BootPolicy for HashMap<Mac, NodeBoot> {
     }
 
     fn is_reserved(&self, ip: Ipv4Addr) -> bool {
-        self.values().any(|n| n.ip == ip)
+        self.values().any(|n| n.ip == Some(ip))
     }
 }
 

@@ -69,15 +69,15 @@ fn decide_full(req: &Request, cfg: &Config, full: &FullConfig, node: Option<&Nod
     if via != Listener::Dhcp {
         return Decision::Ignore(DropReason::Unexpected);
     }
-    if node.is_none() && full.pool.is_none() {
+    if node.and_then(|n| n.ip).is_none() && full.pool.is_none() {
         return Decision::Ignore(DropReason::UnknownClient);
     }
     // A REQUEST naming another server is that server's; DECLINE and
     // RELEASE must name us.
     let ours = !matches!(req.server_id, Some(id) if id != cfg.server_ip);
     let named_us = req.server_id == Some(cfg.server_ip);
-    let address = |wanted| match node {
-        Some(n) => Address::Fixed(n.ip),
+    let address = |wanted| match node.and_then(|n| n.ip) {
+        Some(ip) => Address::Fixed(ip),
         None => Address::Pool(wanted),
     };
     let boot = || boot_file(req, cfg, node).ok();
@@ -91,8 +91,8 @@ fn decide_full(req: &Request, cfg: &Config, full: &FullConfig, node: Option<&Nod
             let Some(wanted) = req.requested_ip.or_else(|| unicast(req.ciaddr)) else {
                 return Decision::Ignore(DropReason::Malformed);
             };
-            match node {
-                Some(n) if n.ip != wanted => Decision::Nak("requested address is not this client's"),
+            match node.and_then(|n| n.ip) {
+                Some(ip) if ip != wanted => Decision::Nak("requested address is not this client's"),
                 _ => Decision::Ack { address: address(Some(wanted)), boot: boot(), hostname },
             }
         }
@@ -198,7 +198,7 @@ mod tests {
     }
 
     fn node(network_boot: bool) -> NodeBoot {
-        NodeBoot { ip: NODE_IP, hostname: Some("pc1".into()), network_boot }
+        NodeBoot { ip: Some(NODE_IP), hostname: Some("pc1".into()), network_boot }
     }
 
     fn pxe(kind: MessageKind, arch: u16) -> Request {

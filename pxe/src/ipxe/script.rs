@@ -50,6 +50,9 @@ pub enum AgentAction {
     Capture(Word),
     /// Erase the disk.
     Wipe,
+    /// Whatever the node's job is: the agent asks the server for its task
+    /// with the token (no `shoal.task` on the command line).
+    Job,
 }
 
 impl AgentAction {
@@ -58,6 +61,7 @@ impl AgentAction {
             AgentAction::Reload(image) => format!("reload {image}"),
             AgentAction::Capture(name) => format!("capture as {name}"),
             AgentAction::Wipe => "wipe".to_owned(),
+            AgentAction::Job => "run its job".to_owned(),
         }
     }
 }
@@ -99,13 +103,17 @@ impl Agent {
             let _ = write!(line, " {a}");
         }
         let (task, image) = match &action {
-            AgentAction::Reload(image) => ("load", Some(image)),
-            AgentAction::Capture(name) => ("capture", Some(name)),
-            AgentAction::Wipe => ("wipe", None),
+            AgentAction::Reload(image) => (Some("load"), Some(image)),
+            AgentAction::Capture(name) => (Some("capture"), Some(name)),
+            AgentAction::Wipe => (Some("wipe"), None),
+            AgentAction::Job => (None, None),
         };
         let bootif = b.mac.to_string().replace(':', "-");
         let _ = write!(line, " {}=01-{bootif} {}={}", cmdline::BOOTIF, cmdline::SERVER, b.server);
-        let _ = write!(line, " {}={} {}={task}", cmdline::NODE, b.node, cmdline::TASK);
+        let _ = write!(line, " {}={}", cmdline::NODE, b.node);
+        if let Some(task) = task {
+            let _ = write!(line, " {}={task}", cmdline::TASK);
+        }
         if let Some(image) = image {
             let _ = write!(line, " {}={image}", cmdline::IMAGE);
         }

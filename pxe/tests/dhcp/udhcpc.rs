@@ -16,7 +16,7 @@ const NODE: Mac = Mac([2, 0, 0, 0x77, 0, 0x21]);
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 21);
 
 fn nodes() -> HashMap<Mac, NodeBoot> {
-    HashMap::from([(NODE, NodeBoot { ip: NODE_IP, hostname: Some("pc21".into()), network_boot: false })])
+    HashMap::from([(NODE, NodeBoot { ip: Some(NODE_IP), hostname: Some("pc21".into()), network_boot: false })])
 }
 
 fn config(pool: bool) -> Config {

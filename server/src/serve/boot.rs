@@ -66,6 +66,9 @@ pub enum BootError {
     Script(#[from] ScriptError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// the catalog could not be read or refused the boot
+    #[error("catalog: {0}")]
+    Catalog(String),
 }
 
 /// Decisions into scripts.
@@ -106,6 +109,7 @@ impl BootService {
             BootDecision::Reload(image) => self.agent(&node, AgentAction::Reload(image.clone()))?,
             BootDecision::Capture(name) => self.agent(&node, AgentAction::Capture(name.clone()))?,
             BootDecision::Wipe => self.agent(&node, AgentAction::Wipe)?,
+            BootDecision::Job => self.agent(&node, AgentAction::Job)?,
             BootDecision::Menu => Script::Menu(self.menu(&node)?),
         };
         Ok(script.render(retry))
@@ -115,6 +119,13 @@ impl BootService {
     /// for a choice from its menu: only images the menu offers.
     pub fn load_script(&self, mac: Mac, image: &str) -> Result<String, BootError> {
         let node = self.catalog.by_mac(mac).ok_or(BootError::UnknownMac(mac))?;
+        if !self.settings.agent {
+            return Err(BootError::NoAgent(node.name.to_string()));
+        }
+        if let Some(token) = self.catalog.menu_choice(&node, image).map_err(BootError::Catalog)? {
+            let token = Word::new(token).map_err(BootError::Script)?;
+            return Ok(self.render_agent(&node, AgentAction::Job, &token)?.render(self.settings.retry));
+        }
         let not_allowed = || BootError::NotAllowed { node: node.name.to_string(), image: image.to_owned() };
         let image = node.images.iter().find(|i| i.as_str() == image).ok_or_else(not_allowed)?;
         Ok(self.agent(&node, AgentAction::Reload(image.clone()))?.render(self.settings.retry))
@@ -138,8 +149,17 @@ impl BootService {
             AgentAction::Reload(i) => format!("reload {i}"),
             AgentAction::Capture(n) => format!("capture {n}"),
             AgentAction::Wipe => "wipe".to_owned(),
+            AgentAction::Job => "its job".to_owned(),
         };
-        let token = self.tokens.issue(&node.name, describe.clone(), SystemTime::now())?;
+        let token = match self.catalog.agent_token(node).map_err(BootError::Catalog)? {
+            Some(t) => Word::new(t)?,
+            None => self.tokens.issue(&node.name, describe.clone(), SystemTime::now())?,
+        };
+        tracing::info!(node = %node.name, mac = %node.mac, action = %describe, "boot: agent token issued");
+        self.render_agent(node, action, &token)
+    }
+
+    fn render_agent(&self, node: &Node, action: AgentAction, token: &Word) -> Result<Script, BootError> {
         let base = &self.settings.base;
         let agent = Agent::new(
             action,
@@ -147,14 +167,13 @@ impl BootService {
                 node: node.name.as_word(),
                 mac: node.mac,
                 server: base,
-                token: &token,
+                token,
                 target: &node.disk,
                 kernel: Url::new(format!("{base}/{}", paths::KERNEL))?,
                 initrd: Url::new(format!("{base}/{}", paths::INITRD))?,
                 args: &self.settings.agent_args,
             },
         )?;
-        tracing::info!(node = %node.name, mac = %node.mac, action = %describe, "boot: agent token issued");
         Ok(Script::Agent(agent))
     }
 

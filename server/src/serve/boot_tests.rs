@@ -82,7 +82,10 @@ fn local_node_still_boots_from_the_network_and_is_sent_to_its_disk() {
     let script = boot.script(mac(3)).expect("script");
     assert!(script.contains("sanboot --no-describe --drive 0x80"));
     let dhcp = boot.lookup(mac(3)).expect("registered");
-    assert_eq!(dhcp, NodeBoot { ip: Ipv4Addr::new(10, 0, 0, 23), hostname: Some("pc3".into()), network_boot: true });
+    assert_eq!(
+        dhcp,
+        NodeBoot { ip: Some(Ipv4Addr::new(10, 0, 0, 23)), hostname: Some("pc3".into()), network_boot: true }
+    );
     assert!(boot.is_reserved(Ipv4Addr::new(10, 0, 0, 21)));
 }
 

@@ -7,6 +7,7 @@
 //! the webhook (`crate::jobs`).
 
 pub mod boot;
+pub mod catalog_nodes;
 pub mod http;
 pub mod netboot;
 pub mod nodes;
@@ -36,13 +37,15 @@ pub struct ServerConfig {
     pub webhook: Option<crate::jobs::webhook::WebhookConfig>,
 }
 
-/// Runs until SIGINT or SIGTERM. `catalog` holds the registered nodes,
-/// already checked with [`netboot::Netboot::check_nodes`].
-pub fn run(store: Store, config: ServerConfig, catalog: Arc<dyn nodes::NodeCatalog>) -> anyhow::Result<()> {
+/// Runs until SIGINT or SIGTERM. `nodes` holds the registered nodes of a
+/// nodes file, already checked with [`netboot::Netboot::check_nodes`];
+/// without one, network boot reads the control plane's catalog.
+pub fn run(store: Store, config: ServerConfig, nodes: Option<Arc<dyn nodes::NodeCatalog>>) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let sessions = session::Sessions::new(Arc::clone(&store), config.sessions.clone());
     let mut control = crate::api::control_state(Arc::clone(&store)).context("opening the catalog")?;
     control.first_boot_wait = config.first_boot_wait;
+    let catalog = nodes.unwrap_or_else(|| Arc::new(catalog_nodes::CatalogNodes::new(Arc::clone(&control.catalog))));
     let netboot = config.netboot;
     let boot = netboot.boot.clone().map(|s| Arc::new(boot::BootService::new(catalog, s)));
     let tftp_config = netboot.tftp_config()?;

@@ -176,8 +176,9 @@ impl Netboot {
             let dhcp::Mode::Full(full) = &cfg.mode else { continue };
             let mask = u32::from(full.netmask);
             let server = cfg.server_ip;
-            if u32::from(node.ip) & mask != u32::from(server) & mask || node.ip == server {
-                return Err(NetbootError::OffSubnet { node: node.name.to_string(), ip: node.ip, server });
+            let Some(ip) = node.ip else { continue };
+            if u32::from(ip) & mask != u32::from(server) & mask || ip == server {
+                return Err(NetbootError::OffSubnet { node: node.name.to_string(), ip, server });
             }
         }
         Ok(())

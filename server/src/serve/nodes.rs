@@ -77,6 +77,9 @@ pub enum BootDecision {
     Capture(Word),
     Wipe,
     Menu,
+    /// Run the node's job in the catalog: the agent asks the server what
+    /// it is, with the token the catalog issues.
+    Job,
 }
 
 impl FromStr for BootDecision {
@@ -102,7 +105,8 @@ impl FromStr for BootDecision {
 pub struct Node {
     pub name: NodeName,
     pub mac: Mac,
-    pub ip: Ipv4Addr,
+    /// Its fixed address; without one, full DHCP gives it a pool address.
+    pub ip: Option<Ipv4Addr>,
     pub boot: BootDecision,
     /// Images its menu offers, in order.
     pub images: Vec<Word>,
@@ -132,8 +136,21 @@ pub trait NodeCatalog: Send + Sync {
     fn by_mac(&self, mac: Mac) -> Option<Node>;
     /// Whether `ip` is a registered node's fixed address.
     fn is_reserved(&self, ip: Ipv4Addr) -> bool;
-    /// Every node, for start-up checks.
+    /// Every node, for start-up checks (a catalog that changes at run
+    /// time may answer none).
     fn all(&self) -> Vec<Node>;
+    /// The one-time agent token for `node`'s boot when this catalog keeps
+    /// tokens itself (the control plane's does); `None` lets the boot
+    /// service issue one of its own.
+    fn agent_token(&self, _node: &Node) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    /// A choice of `image` from `node`'s menu, when this catalog records
+    /// it (as a job): the token for the agent that runs it. `None` lets
+    /// the boot service check the menu and issue a token itself.
+    fn menu_choice(&self, _node: &Node, _image: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
 }
 
 /// Why a nodes file was refused.
@@ -205,7 +222,7 @@ impl NodeTable {
             let node = Node {
                 name: n.name.parse()?,
                 mac: n.mac.parse()?,
-                ip: n.ip,
+                ip: Some(n.ip),
                 boot: n.boot.parse()?,
                 images: n.images.iter().map(image).collect::<Result<_, _>>()?,
                 menu_default: n.menu_default.as_ref().map(image).transpose()?,
@@ -219,8 +236,8 @@ impl NodeTable {
             if !names.insert(node.name.clone()) {
                 return Err(dup("name", n.name.clone()));
             }
-            if !ips.insert(node.ip) {
-                return Err(dup("address", node.ip.to_string()));
+            if !ips.insert(n.ip) {
+                return Err(dup("address", n.ip.to_string()));
             }
             if table.by_mac.contains_key(&node.mac) {
                 return Err(dup("mac", node.mac.to_string()));
@@ -245,7 +262,7 @@ impl NodeCatalog for NodeTable {
     }
 
     fn is_reserved(&self, ip: Ipv4Addr) -> bool {
-        self.by_mac.values().any(|n| n.ip == ip)
+        self.by_mac.values().any(|n| n.ip == Some(ip))
     }
 
     fn all(&self) -> Vec<Node> {
