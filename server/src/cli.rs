@@ -193,6 +193,10 @@ pub struct JobArgs {
     /// The BMC user for ipmi nodes whose power address names none.
     #[arg(long, value_name = "USER")]
     pub ipmi_user: Option<String>,
+    /// The RMCP+ cipher suite ipmitool uses (-C), e.g. 3 or 17; without
+    /// it ipmitool asks each BMC first.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=17))]
+    pub ipmi_cipher: Option<u8>,
     /// A file whose first line is the BMC password for ipmi nodes (given
     /// to ipmitool through its environment, never its arguments).
     #[arg(long, value_name = "FILE")]

@@ -152,6 +152,7 @@ fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
             timeout: secs(j.power_timeout_secs),
             ipmi_password_file: j.ipmi_password_file.clone(),
             ipmi_user: j.ipmi_user.clone(),
+            ipmi_cipher: j.ipmi_cipher,
             redfish_credentials: j.redfish_credentials.clone(),
         },
         tick: secs(1),

@@ -4,7 +4,8 @@
 //! to the server's `--ipmi-user`. The password is the first line of the
 //! server's `--ipmi-password-file`, handed to ipmitool in its environment
 //! (`IPMI_PASSWORD` with `-E`), so it never shows on the process list.
-//! Commands: `chassis power on|off|cycle|status`.
+//! The cipher suite is the server's `--ipmi-cipher`, if set. Commands:
+//! `chassis power on|off|cycle|status`.
 
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ impl Ipmi {
         let t = parse_address(&self.address)?;
         let mut c = std::process::Command::new(&self.program);
         c.args(["-I", "lanplus", "-H", &t.host]);
+        if let Some(suite) = self.settings.ipmi_cipher {
+            c.args(["-C", &suite.to_string()]);
+        }
         if let Some(p) = t.port {
             c.args(["-p", &p.to_string()]);
         }

@@ -87,6 +87,9 @@ pub struct PowerSettings {
     pub ipmi_password_file: Option<PathBuf>,
     /// For `ipmi`: the BMC user when the address names none.
     pub ipmi_user: Option<String>,
+    /// For `ipmi`: the RMCP+ cipher suite (`-C`); without it ipmitool asks
+    /// the BMC, which some BMCs answer slowly or not at all.
+    pub ipmi_cipher: Option<u8>,
     /// For `redfish`: a file holding `USER:PASSWORD` (HTTP basic auth).
     pub redfish_credentials: Option<PathBuf>,
 }
@@ -97,6 +100,7 @@ impl Default for PowerSettings {
             timeout: Duration::from_secs(30),
             ipmi_password_file: None,
             ipmi_user: None,
+            ipmi_cipher: None,
             redfish_credentials: None,
         }
     }
