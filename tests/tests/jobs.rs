@@ -192,6 +192,13 @@ fn a_forty_node_reload_against_simulated_nodes_completes() {
     let metrics = sh(Command::new("curl").args(["-fsS", &format!("{}/metrics", s.url)]));
     assert!(metrics.contains("shoal_jobs{state=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("shoal_power_commands_total 40"), "{metrics}");
+    let counter = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+        line[name.len() + 1..].parse().unwrap()
+    };
+    assert!(counter("shoal_sessions_started_total") >= 1, "{metrics}");
+    assert!(counter("shoal_session_receivers_joined_total") >= 40, "{metrics}");
+    assert!(counter("shoal_session_bytes_sent_total") > 0, "{metrics}");
 }
 
 #[test]

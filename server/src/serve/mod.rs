@@ -45,6 +45,7 @@ pub fn run(store: Store, config: ServerConfig, nodes: Option<Arc<dyn nodes::Node
     let sessions = session::Sessions::new(Arc::clone(&store), config.sessions.clone());
     let mut control = crate::api::control_state(Arc::clone(&store)).context("opening the catalog")?;
     control.first_boot_wait = config.first_boot_wait;
+    sessions.register_metrics(&control.metrics);
     let catalog = nodes.unwrap_or_else(|| Arc::new(catalog_nodes::CatalogNodes::new(Arc::clone(&control.catalog))));
     let netboot = config.netboot;
     let boot = netboot.boot.clone().map(|s| Arc::new(boot::BootService::new(catalog, s)));
