@@ -43,9 +43,10 @@ impl Drop for Agents {
     }
 }
 
-fn start_server(bed: &Bed, port: u16, log: &str) -> Server {
+fn start_server(bed: &Bed, port: u16, log: &str, extra: &[String]) -> Server {
     let child = Command::new(shoal_bin())
         .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .args(["--agent-kernel", bed.path("vmlinuz").to_str().unwrap()])
         .args(["--agent-initrd", bed.path("initrd").to_str().unwrap()])
         .args(["--agent-timeout-secs", "60", "--heartbeat-timeout-secs", "60", "--log-format", "json"])
@@ -64,10 +65,14 @@ fn start_server(bed: &Bed, port: u16, log: &str) -> Server {
 }
 
 fn server(bed: &Bed) -> Server {
+    server_with(bed, &[])
+}
+
+fn server_with(bed: &Bed, extra: &[String]) -> Server {
     fs::write(bed.path("vmlinuz"), b"kernel").unwrap();
     fs::write(bed.path("initrd"), b"initrd").unwrap();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    start_server(bed, port, "server.log")
+    start_server(bed, port, "server.log", extra)
 }
 
 fn client(bed: &Bed, s: &Server, token: &str, args: &[&str]) -> Value {
@@ -227,7 +232,7 @@ fn a_server_killed_mid_job_resumes_it_from_the_catalog_on_restart() {
     std::thread::sleep(Duration::from_secs(1));
     let port = s.port;
     drop(s);
-    let s = start_server(&bed, port, "server2.log");
+    let s = start_server(&bed, port, "server2.log", &[]);
     let j = wait_for(&bed, &s, &token, &id, Duration::from_secs(120), finished);
     assert_eq!(j["state"], "succeeded", "{j}");
     // Nothing lost: the history before the kill is the start of the history after.
@@ -243,13 +248,40 @@ fn a_server_killed_mid_job_resumes_it_from_the_catalog_on_restart() {
 }
 
 #[test]
-fn a_job_on_a_node_already_in_one_is_refused_and_changes_nothing() {
+fn a_job_on_a_node_already_in_one_is_refused_and_changes_nothing_and_tftp_is_counted() {
     let bed = Bed::new();
     bed.ext4_image(16, 33);
     let key = bed.ok(&["key"]).trim().to_string();
-    let s = server(&bed);
+    // TFTP on loopback too, to see its counters in /metrics.
+    let tftp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    fs::write(bed.path("bios.kpxe"), vec![7u8; 3000]).unwrap();
+    fs::write(bed.path("ipxe.efi"), b"efi").unwrap();
+    let s = server_with(
+        &bed,
+        &[
+            "--tftp-listen".into(),
+            format!("127.0.0.1:{tftp}"),
+            "--ipxe-bios".into(),
+            bed.path("bios.kpxe").display().to_string(),
+            "--ipxe-efi".into(),
+            bed.path("ipxe.efi").display().to_string(),
+        ],
+    );
     let _agents = Agents(bed.path("nodes"));
     let token = bed.ok(&["token", "create", "--project", "default", "--admin"]).trim().to_string();
+    let got = sh(Command::new("curl").args([
+        "-fsS",
+        "-o",
+        bed.path("got.kpxe").to_str().unwrap(),
+        &format!("tftp://127.0.0.1:{tftp}/undionly.kpxe"),
+    ]));
+    assert!(got.is_empty());
+    assert_eq!(fs::read(bed.path("got.kpxe")).unwrap(), vec![7u8; 3000]);
+    let metrics = sh(Command::new("curl").args(["-fsS", &format!("{}/metrics", s.url)]));
+    assert!(
+        metrics.contains("# TYPE shoal_tftp_transfers_ok_total counter\nshoal_tftp_transfers_ok_total 1\n"),
+        "{metrics}"
+    );
     // Nodes that never boot (a minute's delay): the job stays open.
     let program = power_program(&bed, &s, &key, 60);
     register(&bed, &s, &token, &program, 3);

@@ -11,6 +11,7 @@ pub mod catalog_nodes;
 pub mod http;
 pub mod netboot;
 pub mod nodes;
+pub mod pxe_metrics;
 pub mod session;
 pub mod token;
 pub mod upload;
@@ -64,10 +65,12 @@ pub fn run(store: Store, config: ServerConfig, nodes: Option<Arc<dyn nodes::Node
         if let (Some((cfg, opts)), Some(boot)) = (netboot.dhcp, &boot) {
             let policy: Arc<dyn BootPolicy> = boot.clone();
             let dhcp = DhcpServer::bind(cfg, policy, opts).await.context("starting dhcp")?;
+            pxe_metrics::dhcp(&control.metrics, dhcp.counters());
             tasks.spawn(dhcp.run(until_stopped()));
         }
         if let Some(cfg) = tftp_config {
             let tftp = shoal_pxe::tftp::Server::bind(cfg).context("starting tftp")?;
+            pxe_metrics::tftp(&control.metrics, tftp.counters());
             tasks.spawn(tftp.run(until_stopped()));
         }
         let runner = crate::jobs::Runner::new(Arc::clone(&control.catalog), config.runner, &control.metrics);
