@@ -45,14 +45,21 @@ fn sim_node(bed: &Bed, dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn runner(bed: &Bed, agent_secs: u64, retries: u32) -> Arc<Runner> {
-    let config = RunnerConfig {
-        timeouts: Timeouts {
+    runner_with(
+        bed,
+        Timeouts {
             agent: Duration::from_secs(agent_secs),
             power_retries: retries,
             heartbeat: Duration::from_secs(2),
             first_boot: Duration::from_secs(30),
             reboot_after: Duration::from_secs(30),
         },
+    )
+}
+
+fn runner_with(bed: &Bed, timeouts: Timeouts) -> Arc<Runner> {
+    let config = RunnerConfig {
+        timeouts,
         power: PowerSettings { timeout: Duration::from_secs(5), ..PowerSettings::default() },
         tick: Duration::from_millis(100),
     };
@@ -243,4 +250,31 @@ fn a_failing_webhook_is_retried_and_never_holds_up_the_catalog() {
     let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let again = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(first["id"], again["id"]);
+}
+
+#[test]
+fn a_reloaded_node_that_does_not_check_in_is_power_cycled_once_then_failed() {
+    let bed = Bed::new();
+    let dir = tempfile::tempdir().unwrap();
+    let calls = sim_node(&bed, dir.path());
+    let job = bed.job(&bed.own, json!({"kind": "reload", "nodes": ["pc-sim"], "image": "img", "first_boot": true}));
+    let token = bed.agent_token(SIM);
+    bed.call(Method::GET, &format!("/v1/agent/{SIM}/task"), Some(&token), None);
+    let rep = bed.call(Method::POST, &format!("/v1/agent/{SIM}/report"), Some(&token), Some(json!({"ok": true})));
+    assert_eq!(rep.body["nodes"][0]["state"], "rebooting", "{}", rep.text);
+    let t = Timeouts {
+        agent: Duration::from_secs(60),
+        power_retries: 0,
+        heartbeat: Duration::from_secs(60),
+        first_boot: Duration::from_secs(3),
+        reboot_after: Duration::from_secs(1),
+    };
+    let v = drive(&bed, runner_with(&bed, t), job, |v| v["state"] == "failed");
+    assert_eq!(v["state"], "failed", "{v}");
+    let msgs: Vec<&str> = v["history"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(msgs.iter().any(|m| m.contains("power cycle into the disk")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("no first-boot check-in")), "{msgs:?}");
+    // Only the reboot: the agent had been booted by hand (the test).
+    let calls = std::fs::read_to_string(calls).unwrap();
+    assert_eq!(calls.lines().collect::<Vec<_>>(), [format!("cycle pc-sim {SIM}")], "{calls}");
 }
