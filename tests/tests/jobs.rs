@@ -303,3 +303,61 @@ fn a_job_on_a_node_already_in_one_is_refused_and_changes_nothing_and_tftp_is_cou
     client(&bed, &s, &token, &["job", "cancel", &first["id"].to_string()]);
     client(&bed, &s, &token, &["node", "reload", "sim02", "sim01", "--image", "img"]);
 }
+
+/// `shoal ARGS` (text output) as a client of `s`; gives (success, stdout, stderr).
+fn client_text(s: &Server, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(shoal_bin())
+        .args(args)
+        .env("SHOAL_URL", &s.url)
+        .env("SHOAL_TOKEN", token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn image_create_from_a_node_and_snapshot_run_capture_jobs_that_job_watch_follows() {
+    let bed = Bed::new();
+    let reference = bed.ext4_image(64, 34);
+    let key = bed.ok(&["key"]).trim().to_string();
+    let s = server(&bed);
+    let _agents = Agents(bed.path("nodes"));
+    let token = bed.ok(&["token", "create", "--project", "default", "--admin"]).trim().to_string();
+    let program = power_program(&bed, &s, &key, 0);
+    register(&bed, &s, &token, &program, 1);
+    // The node's disk holds the image (as after a reload).
+    fs::copy(&reference, bed.path("nodes/sim00.img")).unwrap();
+
+    let (ok, out, err) = client_text(&s, &token, &["image", "create", "--from-node", "sim00", "lab", "--watch"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("capture of sim00") && out.contains("succeeded: 1 of 1 nodes done"), "{out}");
+    assert!(out.contains(" sim00 ") && out.contains(" power "), "watch prints the history: {out}");
+    // The catalog has it, as the job's project's.
+    let api_images = || -> Value {
+        let auth = format!("Authorization: Bearer {token}");
+        serde_json::from_str(&sh(Command::new("curl").args(["-fsS", "-H", &auth, &format!("{}/v1/images", s.url)])))
+            .unwrap()
+    };
+    let images = api_images();
+    let lab: Vec<&Value> = images.as_array().unwrap().iter().filter(|i| i["name"] == "lab").collect();
+    assert_eq!(lab.len(), 1, "{images}");
+    assert_eq!(lab[0]["owner"], "default", "{images}");
+
+    let (ok, out, err) = client_text(&s, &token, &["image", "snapshot", "sim00", "lab", "--watch"]);
+    assert!(ok, "{out}\n{err}");
+    let images = api_images();
+    let versions = images.as_array().unwrap().iter().filter(|i| i["name"] == "lab").count();
+    assert_eq!(versions, 2, "a new version of lab: {images}");
+
+    // A job that fails: watch says so and exits non-zero.
+    fs::write(bed.path("nodes/sim00.img"), vec![0u8; 1 << 20]).unwrap();
+    let id = client(&bed, &s, &token, &["node", "reload", "sim00", "--image", "img"])["id"].to_string();
+    let (ok, out, _) = client_text(&s, &token, &["job", "watch", &id, "--every", "1"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("job {id} failed: 0 of 1 nodes done")), "{out}");
+}
