@@ -2,9 +2,11 @@
 //! through the `command` power driver, whose program does what a booting
 //! node would: fetch `/boot/{mac}.ipxe` as iPXE does and run `shoal-agent
 //! run` on the script's kernel command line, with a file as its disk.
-//! A 40-node reload completes; a server killed with SIGKILL mid-job
-//! resumes it from the catalog on restart without power-cycling anyone
-//! twice; overlapping jobs are refused. On loopback.
+//! A 40-node reload completes, each node an agent in its own namespace of
+//! a net bed (`shoal_tests::netbed`) loading by multicast over the bed's
+//! bridge; a server killed with SIGKILL mid-job resumes it from the
+//! catalog on restart without power-cycling anyone twice; overlapping jobs
+//! are refused; capture jobs from the CLI. All but the first on loopback.
 
 use std::fs;
 use std::net::TcpListener;
@@ -13,12 +15,29 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shoal_tests::netbed::NetBed;
 use shoal_tests::*;
 
 struct Server {
     child: Child,
     url: String,
     port: u16,
+    /// The namespace it runs in, when on a net bed: clients run there too.
+    ns: Option<String>,
+}
+
+impl Server {
+    /// `program` run where the server can be reached.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
 }
 
 impl Drop for Server {
@@ -55,7 +74,7 @@ fn start_server(bed: &Bed, port: u16, log: &str, extra: &[String]) -> Server {
         .stderr(Stdio::from(fs::File::create(bed.path(log)).unwrap()))
         .spawn()
         .unwrap();
-    let s = Server { child, url: format!("http://127.0.0.1:{port}"), port };
+    let s = Server { child, url: format!("http://127.0.0.1:{port}"), port, ns: None };
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(start.elapsed() < Duration::from_secs(20), "the server did not come up");
@@ -75,8 +94,42 @@ fn server_with(bed: &Bed, extra: &[String]) -> Server {
     start_server(bed, port, "server.log", extra)
 }
 
+/// `shoal server` in the net bed's server namespace, on its bridge
+/// address, with multicast out of it.
+fn netbed_server(bed: &Bed, net: &NetBed) -> Server {
+    fs::write(bed.path("vmlinuz"), b"kernel").unwrap();
+    fs::write(bed.path("initrd"), b"initrd").unwrap();
+    let addr = net.server.addr;
+    let child = net
+        .server
+        .command(shoal_bin())
+        .args(["server", "--listen", &format!("{addr}:4870"), "--mcast-iface", &addr.to_string()])
+        .args(["--agent-kernel", bed.path("vmlinuz").to_str().unwrap()])
+        .args(["--agent-initrd", bed.path("initrd").to_str().unwrap()])
+        .args(["--agent-timeout-secs", "60", "--heartbeat-timeout-secs", "60"])
+        .env("SHOAL_DATA_DIR", bed.store())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(bed.path("server.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    let s = Server { child, url: format!("http://{addr}:4870"), port: 4870, ns: Some(net.server.ns.clone()) };
+    let start = Instant::now();
+    while !s
+        .command("curl")
+        .args(["-fsS", "-o", "/dev/null", &format!("{}/v1/openapi.json", s.url)])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "the server did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s
+}
+
 fn client(bed: &Bed, s: &Server, token: &str, args: &[&str]) -> Value {
-    let out = Command::new(shoal_bin())
+    let out = s
+        .command(shoal_bin())
         .arg("--json")
         .args(args)
         .env("SHOAL_DATA_DIR", bed.store())
@@ -111,17 +164,20 @@ case "$1" in
 status) echo off; exit 0 ;;
 off) exit 0 ;;
 esac
+# On a net bed, the node is its namespace.
+in=""
+[ -f $dir/$2.ns ] && in="ip netns exec $(cat $dir/$2.ns)"
 (
   sleep {delay}
-  line=$(curl -fsS "http://127.0.0.1:{port}/boot/$3.ipxe" |
+  line=$($in curl -fsS "{url}/boot/$3.ipxe" |
     awk '/^kernel /{{for (i = 5; i <= NF && $i != "||"; i++) printf "%s%s", (i > 5 ? " " : ""), $i}}')
-  exec {agent} run --cmdline "$line" --target $dir/$2.img --key {key}
+  exec $in {agent} run --cmdline "$line" --target $dir/$2.img --key {key}
 ) > $dir/$2.log 2>&1 < /dev/null &
 echo $! > $dir/$2.pid
 exit 0
 "#,
         dir = dir.display(),
-        port = s.port,
+        url = s.url,
         agent = agent_bin().display(),
     );
     fs::write(&p, script).unwrap();
@@ -170,10 +226,14 @@ fn a_forty_node_reload_against_simulated_nodes_completes() {
     let bed = Bed::new();
     let reference = bed.ext4_image(64, 31);
     let key = bed.ok(&["key"]).trim().to_string();
-    let s = server(&bed);
+    let net = NetBed::new(40);
+    let s = netbed_server(&bed, &net);
     let _agents = Agents(bed.path("nodes"));
     let token = bed.ok(&["token", "create", "--project", "default", "--admin"]).trim().to_string();
     let program = power_program(&bed, &s, &key, 0);
+    for (i, h) in net.nodes.iter().enumerate() {
+        fs::write(bed.path(&format!("nodes/sim{i:02}.ns")), &h.ns).unwrap();
+    }
     let nodes = register(&bed, &s, &token, &program, 40);
     let mut args = vec!["node", "reload"];
     args.extend(nodes.iter().map(String::as_str));
@@ -194,7 +254,7 @@ fn a_forty_node_reload_against_simulated_nodes_completes() {
     }
     let list = client(&bed, &s, &token, &["node", "list"]);
     assert!(list.as_array().unwrap().iter().all(|n| n["state"] == "ready" && n["boot"] == "local"), "{list}");
-    let metrics = sh(Command::new("curl").args(["-fsS", &format!("{}/metrics", s.url)]));
+    let metrics = sh(s.command("curl").args(["-fsS", &format!("{}/metrics", s.url)]));
     assert!(metrics.contains("shoal_jobs{state=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("shoal_power_commands_total 40"), "{metrics}");
     let counter = |name: &str| -> u64 {
@@ -306,7 +366,8 @@ fn a_job_on_a_node_already_in_one_is_refused_and_changes_nothing_and_tftp_is_cou
 
 /// `shoal ARGS` (text output) as a client of `s`; gives (success, stdout, stderr).
 fn client_text(s: &Server, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(shoal_bin())
+    let out = s
+        .command(shoal_bin())
         .args(args)
         .env("SHOAL_URL", &s.url)
         .env("SHOAL_TOKEN", token)
