@@ -179,7 +179,7 @@ pub fn routes() -> Vec<Route> {
             "Set a node's boot decision: local or menu", body: "{\"boot\": \"local\" | \"menu\"}"),
         route!(GET "/v1/jobs" => jobs::list, Project, 200, "The project's jobs, newest first"),
         route!(POST "/v1/jobs" => jobs::create, Project, 202, "Create a reload, capture or wipe job",
-            body: "{\"kind\": \"reload\", \"nodes\", \"image\"?} | {\"kind\": \"wipe\", \"nodes\"} | {\"kind\": \"capture\", \"node\", \"name\" or \"update\", ...}"),
+            body: "{\"kind\": \"reload\", \"nodes\", \"image\"?, \"first_boot\"?} | {\"kind\": \"wipe\", \"nodes\"} | {\"kind\": \"capture\", \"node\", \"name\" or \"update\", ...}"),
         route!(GET "/v1/jobs/{job}" => jobs::show, Project, 200, "A job with per-node progress and history"),
         route!(POST "/v1/jobs/{job}/cancel" => jobs::cancel, Project, 200, "Cancel an unfinished job"),
         route!(GET "/v1/agent/{mac}/task" => agent::task, Agent, 200, "The agent's task for its node"),

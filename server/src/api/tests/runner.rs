@@ -278,3 +278,35 @@ fn a_reloaded_node_that_does_not_check_in_is_power_cycled_once_then_failed() {
     let calls = std::fs::read_to_string(calls).unwrap();
     assert_eq!(calls.lines().collect::<Vec<_>>(), [format!("cycle pc-sim {SIM}")], "{calls}");
 }
+
+#[test]
+fn a_malformed_first_boot_is_a_400_problem_and_records_no_job() {
+    let bed = Bed::new();
+    let a = bed.call(
+        Method::POST,
+        "/v1/jobs",
+        Some(&bed.own),
+        Some(json!({"kind": "reload", "nodes": ["pc-own"], "image": "img", "first_boot": "yes"})),
+    );
+    super::assert_problem(&a, 400);
+    assert!(a.body["detail"].as_str().unwrap().contains("expected a boolean"), "{}", a.text);
+    let jobs = bed.call(Method::GET, "/v1/jobs", Some(&bed.own), None).body;
+    assert_eq!(jobs.as_array().map(Vec::len), Some(0), "{jobs}");
+    assert!(bed.cat.unfinished_steps().unwrap().is_empty());
+}
+
+#[test]
+fn cancelling_a_job_that_waits_for_the_first_boot_leaves_the_loaded_node_ready() {
+    let bed = Bed::new();
+    let job = bed.job(&bed.own, json!({"kind": "reload", "nodes": ["pc-own"], "image": "img", "first_boot": true}));
+    let token = bed.agent_token(MAC);
+    bed.call(Method::GET, &format!("/v1/agent/{MAC}/task"), Some(&token), None);
+    bed.call(Method::POST, &format!("/v1/agent/{MAC}/report"), Some(&token), Some(json!({"ok": true})));
+    let c = bed.call(Method::POST, &format!("/v1/jobs/{job}/cancel"), Some(&bed.own), None);
+    assert_eq!(c.body["state"], "cancelled", "{}", c.text);
+    let node = bed.call(Method::GET, "/v1/nodes/pc-own", Some(&bed.own), None).body;
+    assert_eq!((node["state"].as_str(), node["job"].is_null()), (Some("ready"), true), "{node}");
+    // A late check-in for a cancelled job changes nothing.
+    bed.cat.first_boot_checkin(&Name::parse("pc-own").unwrap(), "i-late").unwrap();
+    assert_eq!(job_state(&bed, job)["state"], "cancelled");
+}
