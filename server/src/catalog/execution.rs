@@ -34,6 +34,8 @@ pub struct NodeStep {
     pub heartbeat: Option<i64>,
     /// Whether the runner power-cycled the node after its report.
     pub rebooted: bool,
+    /// Whether the last power cycle's command failed.
+    pub power_failed: bool,
 }
 
 /// One history row with its job, in the order rows were written (for the
@@ -55,7 +57,7 @@ impl Catalog {
         self.read(|tx| {
             let sql = format!(
                 "SELECT jn.job, j.kind, jn.node, n.mac, n.power_driver, n.power_address, jn.state, jn.attempts,
-                        jn.since, jn.heartbeat, jn.rebooted
+                        jn.since, jn.heartbeat, jn.rebooted, jn.power_failed
                  FROM job_nodes jn JOIN jobs j ON j.id = jn.job JOIN nodes n ON n.name = jn.node
                  WHERE jn.state IN {} AND j.state IN ('pending', 'running') ORDER BY jn.job, jn.node",
                 super::model::ACTIVE_NODE_STATES
@@ -73,10 +75,11 @@ impl Catalog {
                     r.get(8)?,
                     r.get(9)?,
                     r.get(10)?,
+                    r.get(11)?,
                 ))
             })?;
             rows.map(|r| {
-                let (job, kind, node, mac, power, state, attempts, since, heartbeat, rebooted) = r?;
+                let (job, kind, node, mac, power, state, attempts, since, heartbeat, rebooted, power_failed) = r?;
                 Ok(NodeStep {
                     job: JobId(job),
                     kind,
@@ -88,6 +91,7 @@ impl Catalog {
                     since,
                     heartbeat,
                     rebooted,
+                    power_failed,
                 })
             })
             .collect()
@@ -100,7 +104,7 @@ impl Catalog {
     pub fn record_power_cycle(&self, step: &NodeStep, why: &str) -> Result<bool> {
         self.write(|tx| {
             let n = tx.execute(
-                "UPDATE job_nodes SET attempts = attempts + 1, since = ?1
+                "UPDATE job_nodes SET attempts = attempts + 1, since = ?1, power_failed = 0
                  WHERE job = ?2 AND node = ?3 AND state IN ('queued', 'booting') AND attempts = ?4",
                 params![now(), step.job.0, step.node.as_str(), step.attempts],
             )?;
@@ -131,10 +135,17 @@ impl Catalog {
         })
     }
 
-    /// Notes a power command that failed (the runner retries it or gives
-    /// up by its own rules).
+    /// Notes a power command that failed, for the attempt after
+    /// `step`'s (the runner retries it sooner than a silent agent, or
+    /// gives up by its own rules).
     pub fn record_power_error(&self, step: &NodeStep, error: &str) -> Result<()> {
-        self.write(|tx| event(tx, step.job, Some(&step.node), "power-error", error, ""))
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE job_nodes SET power_failed = 1 WHERE job = ?1 AND node = ?2 AND attempts = ?3",
+                params![step.job.0, step.node.as_str(), step.attempts + 1],
+            )?;
+            event(tx, step.job, Some(&step.node), "power-error", error, "")
+        })
     }
 
     /// Fails `step`'s node for `reason`, if it is still in the state the

@@ -130,13 +130,14 @@ ALTER TABLE nodes ADD COLUMN disk TEXT NOT NULL DEFAULT '/dev/sda';
 
 /// What the job runner needs to drive a job from the catalog alone (so a
 /// restarted server resumes where it was): per node, the power cycles
-/// spent booting the agent, when its current step began, whether it was
-/// power-cycled after its report, and the first-boot check-in (time and
+/// spent booting the agent, when its current step began, whether the last
+/// power command failed, whether it was power-cycled after its report, and the first-boot check-in (time and
 /// instance id) a job may wait for; per job, whether it waits for it.
 const V4: &str = "
 ALTER TABLE job_nodes ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE job_nodes ADD COLUMN since INTEGER;
 ALTER TABLE job_nodes ADD COLUMN rebooted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE job_nodes ADD COLUMN power_failed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE job_nodes ADD COLUMN checkin INTEGER;
 ALTER TABLE job_nodes ADD COLUMN instance_id TEXT;
 ALTER TABLE jobs ADD COLUMN first_boot INTEGER NOT NULL DEFAULT 0;

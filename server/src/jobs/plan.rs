@@ -18,6 +18,9 @@ use std::time::Duration;
 use crate::catalog::execution::NodeStep;
 use crate::catalog::JobNodeState;
 
+/// The pause before a failed power command is tried again.
+pub const POWER_RETRY: Duration = Duration::from_secs(10);
+
 /// The runner's time-outs (flags of `shoal server`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timeouts {
@@ -70,12 +73,19 @@ pub fn next(now: i64, floor: i64, s: &NodeStep, t: &Timeouts) -> Next {
     let elapsed = now.saturating_sub(since);
     match s.state {
         JobNodeState::Queued | JobNodeState::Booting => {
+            let wait = if s.power_failed { secs(POWER_RETRY).min(secs(t.agent)) } else { secs(t.agent) };
             if s.attempts == 0 {
                 Next::PowerCycle("to boot the agent".into())
-            } else if elapsed < secs(t.agent) {
+            } else if elapsed < wait {
                 Next::Wait
             } else if s.attempts <= t.power_retries {
-                Next::PowerCycle(format!("no agent {}s after the last one", secs(t.agent)))
+                if s.power_failed {
+                    Next::PowerCycle("the last power command failed".into())
+                } else {
+                    Next::PowerCycle(format!("no agent {}s after the last one", secs(t.agent)))
+                }
+            } else if s.power_failed {
+                Next::Fail(format!("{} power cycles failed (see the power-error events)", s.attempts))
             } else {
                 Next::Fail(format!(
                     "the agent did not take its task within {}s of each of {} power cycles",
@@ -133,6 +143,7 @@ mod tests {
             since: Some(since),
             heartbeat: None,
             rebooted: false,
+            power_failed: false,
         }
     }
 
@@ -180,6 +191,17 @@ mod tests {
         s.rebooted = true;
         assert_eq!(next(1150, 0, &s, &t()), Next::Wait);
         assert!(matches!(next(1200, 0, &s, &t()), Next::Fail(_)));
+    }
+
+    #[test]
+    fn a_failed_power_command_is_retried_soon_within_the_retries() {
+        let mut s = step(JobNodeState::Booting, 1, 1000);
+        s.power_failed = true;
+        let soon = 1000 + secs(POWER_RETRY);
+        assert_eq!(next(soon - 1, 0, &s, &t()), Next::Wait);
+        assert_eq!(next(soon, 0, &s, &t()), Next::PowerCycle("the last power command failed".into()));
+        s.attempts = 3;
+        assert!(matches!(next(soon, 0, &s, &t()), Next::Fail(why) if why.contains("3 power cycles failed")));
     }
 
     #[test]

@@ -310,3 +310,21 @@ fn cancelling_a_job_that_waits_for_the_first_boot_leaves_the_loaded_node_ready()
     bed.cat.first_boot_checkin(&Name::parse("pc-own").unwrap(), "i-late").unwrap();
     assert_eq!(job_state(&bed, job)["state"], "cancelled");
 }
+
+#[test]
+fn a_node_whose_power_command_fails_is_failed_with_the_drivers_error_in_its_history() {
+    let bed = Bed::new();
+    let dir = tempfile::tempdir().unwrap();
+    sim_node(&bed, dir.path());
+    std::fs::write(dir.path().join("power.sh"), "#!/bin/sh\necho 'pdu 3: outlet stuck' >&2\nexit 2\n").unwrap();
+    let job = bed.job(&bed.own, json!({"kind": "reload", "nodes": ["pc-sim"], "image": "img"}));
+    let v = drive(&bed, runner(&bed, 1, 0), job, |v| v["state"] == "failed");
+    assert_eq!(v["state"], "failed", "{v}");
+    let h = v["history"].as_array().unwrap();
+    assert!(
+        h.iter().any(|e| e["state"] == "power-error" && e["message"].as_str().unwrap().contains("outlet stuck")),
+        "{v}"
+    );
+    let last = h.iter().rev().find(|e| e["node"] == "pc-sim").unwrap();
+    assert!(last["message"].as_str().unwrap().contains("power cycles failed"), "{last}");
+}
