@@ -37,6 +37,9 @@ busybox-static:
 kmod:modprobe
 grub-pc-bin:
 extlinux:extlinux
+sqlite3:sqlite3
+ipmitool:ipmitool
+openipmi:ipmi_sim
 syslinux-common:
 cloud-init:cloud-init
 openssh-client:ssh-keygen

@@ -30,12 +30,22 @@ pub struct Cli {
     #[arg(long, global = true, env = "SHOAL_URL", value_name = "URL")]
     pub url: Option<String>,
 
+    /// Log lines on stderr as text or as JSON objects (one per line).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
     /// A project API token for --url (see `shoal token create`).
     #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,7 +61,7 @@ pub enum Command {
     /// Run the imaging server: serve images to nodes over HTTP and
     /// multicast sessions and, with --dhcp, boot them from the network
     /// (DHCP, TFTP and iPXE scripts). Runs until SIGINT or SIGTERM.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
 
     /// Build what nodes boot.
     #[command(subcommand)]
@@ -150,6 +160,64 @@ pub struct ServerArgs {
     pub metadata_zone: String,
     #[command(flatten)]
     pub boot: BootArgs,
+    #[command(flatten)]
+    pub jobs: JobArgs,
+}
+
+/// The job runner: how nodes are power-cycled and timed out (see
+/// README.md, "The control plane").
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Jobs")]
+pub struct JobArgs {
+    /// Seconds from a power cycle to the agent taking its task before the
+    /// node is cycled again.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub agent_timeout_secs: u64,
+    /// Power cycles after the first before a node that never reaches its
+    /// agent is marked failed.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub power_retries: u32,
+    /// Seconds without a heartbeat after which a working agent's node
+    /// is marked failed.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub heartbeat_timeout_secs: u64,
+    /// Reloads wait for each node's first boot from its disk to check in
+    /// with the metadata service before it is ready (a job may say
+    /// otherwise with "first_boot").
+    #[arg(long)]
+    pub first_boot_wait: bool,
+    /// Seconds from the agent's report to the first-boot check-in before
+    /// the node is marked failed.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub first_boot_timeout_secs: u64,
+    /// Seconds from the agent's report without a check-in after which the
+    /// node is power-cycled into its disk (once), for agents that do not
+    /// reboot by themselves.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reboot_after_secs: u64,
+    /// Seconds one power command (QMP, ipmitool, Redfish, a power
+    /// program) may take.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub power_timeout_secs: u64,
+    /// The BMC user for ipmi nodes whose power address names none.
+    #[arg(long, value_name = "USER")]
+    pub ipmi_user: Option<String>,
+    /// The RMCP+ cipher suite ipmitool uses (-C), e.g. 3 or 17; without
+    /// it ipmitool asks each BMC first.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=17))]
+    pub ipmi_cipher: Option<u8>,
+    /// A file whose first line is the BMC password for ipmi nodes (given
+    /// to ipmitool through its environment, never its arguments).
+    #[arg(long, value_name = "FILE")]
+    pub ipmi_password_file: Option<PathBuf>,
+    /// A file holding USER:PASSWORD for redfish nodes (HTTP basic auth).
+    #[arg(long, value_name = "FILE")]
+    pub redfish_credentials: Option<PathBuf>,
+    /// POST a JSON document per job event (job, node, state, message) to
+    /// this http:// URL, with retries; a failing webhook never holds up a
+    /// job.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -310,6 +378,15 @@ pub enum ImageCommand {
     /// leaves its catalog and store, if the token's project owns it.
     /// Without, removes it from the local store in --data-dir.
     Delete(ImageRef),
+
+    /// Make a new image from a node's disk: a capture job on the server
+    /// (through the API: --url, --token). The node's agent captures its
+    /// disk and uploads it; follow it with `shoal job watch`.
+    Create(crate::client::args::CreateArgs),
+
+    /// Capture a new version of an image the project owns from a node's
+    /// disk (through the API: --url, --token): a capture job.
+    Snapshot(crate::client::args::SnapshotArgs),
 
     /// Share an image read-only with a project, or make it public
     /// (through the API: --url, --token; owner project only).

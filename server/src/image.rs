@@ -73,6 +73,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         ImageCommand::List => list_cmd(&store()?, &out),
         ImageCommand::Import(a) => import_cmd(&store()?, a, &out),
         ImageCommand::Export(a) => export_cmd(&store()?, a, &out),
+        ImageCommand::Create(a) => Ok(crate::client::image_create(cli, a)?),
+        ImageCommand::Snapshot(a) => Ok(crate::client::image_snapshot(cli, a)?),
         ImageCommand::Share(a) => Ok(crate::client::image_share(cli, a, true)?),
         ImageCommand::Unshare(a) => Ok(crate::client::image_share(cli, a, false)?),
         ImageCommand::Delete(a) if cli.url.is_some() => Ok(crate::client::image_delete(cli, &a.image)?),
@@ -137,17 +139,43 @@ fn serve(cli: &Cli, a: &cli::ServerArgs) -> Result<()> {
     sessions.ttl = a.ttl;
     sessions.max_rate = a.rate_mbit * 1_000_000 / 8;
     sessions.idle = std::time::Duration::from_secs(a.idle_secs);
-    crate::serve::run(
-        store,
-        crate::serve::ServerConfig {
-            listen: a.listen,
-            sessions,
-            netboot,
-            metadata_listen: a.metadata_listen,
-            metadata_zone: a.metadata_zone.clone(),
+    let j = &a.jobs;
+    let secs = std::time::Duration::from_secs;
+    let runner = crate::jobs::RunnerConfig {
+        timeouts: crate::jobs::plan::Timeouts {
+            agent: secs(j.agent_timeout_secs),
+            power_retries: j.power_retries,
+            heartbeat: secs(j.heartbeat_timeout_secs),
+            first_boot: secs(j.first_boot_timeout_secs),
+            reboot_after: secs(j.reboot_after_secs),
         },
-        catalog,
-    )?;
+        power: crate::power::PowerSettings {
+            timeout: secs(j.power_timeout_secs),
+            ipmi_password_file: j.ipmi_password_file.clone(),
+            ipmi_user: j.ipmi_user.clone(),
+            ipmi_cipher: j.ipmi_cipher,
+            redfish_credentials: j.redfish_credentials.clone(),
+        },
+        tick: secs(1),
+    };
+    let webhook = match &j.webhook {
+        Some(u) if !u.starts_with("http://") => {
+            return Err(Failure::Usage(anyhow::anyhow!("--webhook {u:?}: only http:// URLs are supported")))
+        }
+        Some(u) => Some(crate::jobs::webhook::WebhookConfig::new(u.clone())),
+        None => None,
+    };
+    let config = crate::serve::ServerConfig {
+        listen: a.listen,
+        sessions,
+        netboot,
+        runner,
+        first_boot_wait: j.first_boot_wait,
+        webhook,
+        metadata_listen: a.metadata_listen,
+        metadata_zone: a.metadata_zone.clone(),
+    };
+    crate::serve::run(store, config, catalog)?;
     Ok(())
 }
 

@@ -9,8 +9,9 @@
 //! tokens, images' metadata, nodes, jobs, in SQLite), its HTTP API ([`api`],
 //! with [`metrics`]) and the CLI's client of it ([`client`]); and the daemon
 //! ([`serve`]: image serving, multicast sessions, uploads from capturing
-//! agents, network boot with DHCP, TFTP and iPXE scripts). Job execution
-//! and power control come with later work.
+//! agents, network boot with DHCP, TFTP and iPXE scripts), the job runner
+//! that executes the catalog's jobs ([`jobs`], with the webhook) and the
+//! power drivers it switches nodes with ([`power`]).
 //!
 //! What is not here: partition-table and filesystem parsing, and the
 //! capture and deploy pipelines (all in `shoal-agent`); formats (in
@@ -24,9 +25,11 @@ pub mod client;
 pub mod customize;
 pub mod image;
 pub mod initramfs;
+pub mod jobs;
 pub mod keys;
 pub mod metadata;
 pub mod metrics;
+pub mod power;
 pub mod progress;
 pub mod serve;
 pub mod store;

@@ -12,7 +12,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Colour only on a terminal: logs piped to files stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        shoal_server::cli::LogFormat::Text => logs.with_ansi(ansi).init(),
+        shoal_server::cli::LogFormat::Json => logs.json().init(),
+    }
     match shoal_server::image::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Verify(e)) => {

@@ -39,8 +39,23 @@ pub type Samples = Vec<(Vec<(&'static str, String)>, f64)>;
 type GaugeFn = Box<dyn Fn() -> Samples + Send + Sync>;
 
 enum Family {
-    Counter { name: String, help: String, counter: Counter },
-    Gauge { name: String, help: String, read: GaugeFn },
+    Counter {
+        name: String,
+        help: String,
+        counter: Counter,
+    },
+    /// Counters kept elsewhere (the DHCP and TFTP servers' atomics), read
+    /// at scrape time.
+    Counted {
+        name: String,
+        help: String,
+        read: GaugeFn,
+    },
+    Gauge {
+        name: String,
+        help: String,
+        read: GaugeFn,
+    },
 }
 
 /// The registry. Names follow Prometheus's rules (`[a-zA-Z_:][a-zA-Z0-9_:]*`);
@@ -72,6 +87,13 @@ impl Registry {
         f.push(Family::Gauge { name: name.into(), help: help.into(), read: Box::new(read) });
     }
 
+    /// A counter family whose samples `read` takes at each scrape from
+    /// counters someone else keeps (they must only go up).
+    pub fn counted(&self, name: &str, help: &str, read: impl Fn() -> Samples + Send + Sync + 'static) {
+        let mut f = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        f.push(Family::Counted { name: name.into(), help: help.into(), read: Box::new(read) });
+    }
+
     /// Everything, in the text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let f = self.families.lock().unwrap_or_else(|p| p.into_inner());
@@ -86,8 +108,9 @@ impl Registry {
                         counter.get()
                     );
                 }
-                Family::Gauge { name, help, read } => {
-                    let _ = write!(out, "# HELP {name} {}\n# TYPE {name} gauge\n", escape_help(help));
+                Family::Gauge { name, help, read } | Family::Counted { name, help, read } => {
+                    let kind = if matches!(fam, Family::Gauge { .. }) { "gauge" } else { "counter" };
+                    let _ = write!(out, "# HELP {name} {}\n# TYPE {name} {kind}\n", escape_help(help));
                     for (labels, v) in read() {
                         let l: Vec<String> =
                             labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
@@ -120,7 +143,12 @@ mod tests {
         c.add(3);
         r.counter("shoal_x_total", "again").inc();
         r.gauge("shoal_nodes", "nodes by state", || vec![(vec![("state", "free".to_string())], 2.0)]);
+        r.counted("shoal_dhcp_replies_total", "replies", || vec![(vec![("kind", "offer".to_string())], 7.0)]);
         let text = r.render();
+        assert!(
+            text.contains("# TYPE shoal_dhcp_replies_total counter\nshoal_dhcp_replies_total{kind=\"offer\"} 7\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE shoal_x_total counter\nshoal_x_total 4\n"), "{text}");
         assert!(text.contains("# TYPE shoal_nodes gauge\nshoal_nodes{state=\"free\"} 2\n"), "{text}");
     }

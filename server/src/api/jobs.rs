@@ -1,6 +1,6 @@
 //! `/v1/jobs`: create (reload, capture, wipe), list, show, cancel.
-//! Creating a job records it and answers `202 Accepted`; executing it
-//! (power cycling, watching agents) is not done here.
+//! Creating a job records it and answers `202 Accepted`; the job runner
+//! (`crate::jobs`) executes it.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,8 +18,11 @@ fn job_id(s: &str) -> Result<JobId, Problem> {
 pub async fn create(
     State(s): State<ApiState>,
     b: Bearer,
-    Body(req): Body<NewJob>,
+    Body(mut req): Body<NewJob>,
 ) -> Result<(StatusCode, Json<ReloadAccepted>), Problem> {
+    if let NewJob::Reload(r) = &mut req {
+        r.first_boot = r.first_boot.or(Some(s.first_boot_wait));
+    }
     // A reload also makes each node's next instance, whose initial
     // password the answer shows this once (`instances`).
     let job = s

@@ -10,8 +10,8 @@
 //! Handlers are thin: they parse the request (path, JSON body, bearer
 //! token), call one [`Catalog`] operation on a blocking thread, and answer
 //! its value as JSON or its error as a problem document ([`problem`]).
-//! Jobs are only recorded: nothing here power-cycles a node or runs an
-//! import; `POST`s that create jobs answer `202 Accepted` with the job.
+//! Jobs are recorded here and executed by the job runner (`crate::jobs`);
+//! `POST`s that create jobs answer `202 Accepted` with the job.
 
 pub mod agent;
 pub mod images;
@@ -44,6 +44,9 @@ pub struct ApiState {
     /// Where image bytes live (deleting an image removes its manifest).
     pub store: Option<Arc<Store>>,
     pub metrics: Arc<Registry>,
+    /// Whether a reload that does not say waits for the first-boot
+    /// check-in (`shoal server --first-boot-wait`).
+    pub first_boot_wait: bool,
 }
 
 impl ApiState {
@@ -51,7 +54,7 @@ impl ApiState {
     /// (`shoal_jobs`, `shoal_nodes`) registered in `metrics`.
     pub fn new(catalog: Arc<Catalog>, store: Option<Arc<Store>>, metrics: Arc<Registry>) -> ApiState {
         status::register_gauges(&catalog, &metrics);
-        ApiState { catalog, store, metrics }
+        ApiState { catalog, store, metrics, first_boot_wait: false }
     }
 
     /// Runs catalog work on a blocking thread.
@@ -183,7 +186,7 @@ pub fn routes() -> Vec<Route> {
             "Start a new instance of a node reloaded outside Shoal's jobs: new instance-id and initial password (shown once)"),
         route!(GET "/v1/jobs" => jobs::list, Project, 200, "The project's jobs, newest first"),
         route!(POST "/v1/jobs" => jobs::create, Project, 202, "Create a reload, capture or wipe job",
-            body: "{\"kind\": \"reload\", \"nodes\", \"image\"?} | {\"kind\": \"wipe\", \"nodes\"} | {\"kind\": \"capture\", \"node\", \"name\" or \"update\", ...}"),
+            body: "{\"kind\": \"reload\", \"nodes\", \"image\"?, \"first_boot\"?} | {\"kind\": \"wipe\", \"nodes\"} | {\"kind\": \"capture\", \"node\", \"name\" or \"update\", ...}"),
         route!(GET "/v1/jobs/{job}" => jobs::show, Project, 200, "A job with per-node progress and history"),
         route!(POST "/v1/jobs/{job}/cancel" => jobs::cancel, Project, 200, "Cancel an unfinished job"),
         route!(GET "/v1/agent/{mac}/task" => agent::task, Agent, 200, "The agent's task for its node"),

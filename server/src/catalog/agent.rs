@@ -51,13 +51,23 @@ impl Catalog {
             own_node(agent, mac)?;
             let job = load(tx, agent.job)?;
             tx.execute(
-                "UPDATE job_nodes SET state = 'running', heartbeat = ?1 WHERE job = ?2 AND node = ?3 AND state != 'running'",
+                "UPDATE job_nodes SET state = 'running', heartbeat = ?1, since = ?1
+                 WHERE job = ?2 AND node = ?3 AND state IN ('queued', 'booting')",
                 params![now(), job.id.0, agent.node.as_str()],
             )?;
             tx.execute("UPDATE nodes SET state = 'reloading' WHERE name = ?1", [agent.node.as_str()])?;
-            tx.execute("UPDATE jobs SET state = 'running', updated = ?1 WHERE id = ?2 AND state = 'pending'", params![now(), job.id.0])?;
+            tx.execute(
+                "UPDATE jobs SET state = 'running', updated = ?1 WHERE id = ?2 AND state = 'pending'",
+                params![now(), job.id.0],
+            )?;
             event(tx, job.id, Some(&agent.node), "running", "the agent took its task", "")?;
-            Ok(AgentTask { job: job.id, kind: job.kind, node: agent.node.clone(), image: job.image, params: job.params })
+            Ok(AgentTask {
+                job: job.id,
+                kind: job.kind,
+                node: agent.node.clone(),
+                image: job.image,
+                params: job.params,
+            })
         })
     }
 
@@ -91,10 +101,19 @@ impl Catalog {
         self.write(|tx| {
             own_node(agent, mac)?;
             let job = load(tx, agent.job)?;
-            let (node_state, jn_state) = if report.ok { ("ready", JobNodeState::Done) } else { ("failed", JobNodeState::Failed) };
+            let first_boot: bool =
+                tx.query_row("SELECT first_boot FROM jobs WHERE id = ?1", [job.id.0], |r| r.get(0))?;
+            // A reload that waits for the first boot from disk is not done
+            // until the node checks in (`first_boot_checkin`).
+            let wait = report.ok && first_boot && job.kind == JobKind::Reload;
+            let (node_state, jn_state) = match (report.ok, wait) {
+                (true, true) => ("reloading", JobNodeState::Rebooting),
+                (true, false) => ("ready", JobNodeState::Done),
+                (false, _) => ("failed", JobNodeState::Failed),
+            };
             tx.execute(
                 "UPDATE job_nodes SET state = ?1, agent_token = NULL, progress = CASE WHEN ?2 THEN 100 ELSE progress END,
-                 heartbeat = ?3 WHERE job = ?4 AND node = ?5",
+                 heartbeat = ?3, since = ?3 WHERE job = ?4 AND node = ?5",
                 params![jn_state, report.ok, now(), job.id.0, agent.node.as_str()],
             )?;
             tx.execute("UPDATE nodes SET state = ?1, boot = 'local' WHERE name = ?2", params![node_state, agent.node.as_str()])?;
@@ -108,7 +127,8 @@ impl Catalog {
                 }
                 _ => {}
             }
-            event(tx, job.id, Some(&agent.node), jn_state.as_str(), &report.message, &report.log)?;
+            let msg = if wait { format!("{}; waiting for the first boot", report.message) } else { report.message.clone() };
+            event(tx, job.id, Some(&agent.node), jn_state.as_str(), msg.trim_start_matches("; "), &report.log)?;
             settle(tx, job.id)?;
             load(tx, job.id)
         })

@@ -181,7 +181,7 @@ impl Catalog {
         })?;
         let job = self.create_job(
             &who,
-            &NewJob::Reload(ReloadRequest { nodes: vec![node.clone()], image: Some(image.into()) }),
+            &NewJob::Reload(ReloadRequest { nodes: vec![node.clone()], image: Some(image.into()), first_boot: None }),
         )?;
         let token = self.write(|tx| issue(tx, &node, job.id))?;
         Ok((job.id, token))

@@ -3,10 +3,11 @@
 //! [`super::agent`]).
 //!
 //! Creating a job records it, marks its nodes' next boot as `agent` and
-//! their state `booting`, all in one transaction, or nothing at all. Who
-//! then power-cycles the nodes is a job executor's business, which does
-//! not exist yet: jobs stay `pending` until a node's agent asks for its
-//! task (see [`super::boot`] for how it gets its one-time token).
+//! their state `booting`, all in one transaction, or nothing at all. The
+//! job runner (`crate::jobs`) then power-cycles the nodes and times them
+//! out through [`super::execution`]; the agents move them on through
+//! [`super::agent`] (see [`super::boot`] for how an agent gets its
+//! one-time token).
 
 use std::collections::BTreeSet;
 
@@ -35,6 +36,11 @@ pub struct ReloadRequest {
     pub nodes: Vec<Name>,
     #[serde(default)]
     pub image: Option<String>,
+    /// Wait for each node's first boot from its disk to check in (with
+    /// the metadata service) before it is done. Default: the server's
+    /// `--first-boot-wait` setting.
+    #[serde(default)]
+    pub first_boot: Option<bool>,
 }
 
 /// Make an image from `node`'s disk: a new image `name` (optionally
@@ -228,18 +234,20 @@ fn insert(
     image: Option<&str>,
     params: serde_json::Value,
     nodes: &[NodeRecord],
+    first_boot: bool,
 ) -> Result<JobRecord> {
     let t = now();
     tx.execute(
-        "INSERT INTO jobs (kind, state, project, image, params, created, updated) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?5)",
-        params![kind, who.project.0, image, params.to_string(), t],
+        "INSERT INTO jobs (kind, state, project, image, params, created, updated, first_boot)
+         VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?5, ?6)",
+        params![kind, who.project.0, image, params.to_string(), t, first_boot],
     )?;
     let job = JobId(tx.last_insert_rowid());
     event(tx, job, None, "pending", &format!("{kind} job created by project {}", who.name), "")?;
     for n in nodes {
         tx.execute(
-            "INSERT INTO job_nodes (job, node, state) VALUES (?1, ?2, 'queued')",
-            params![job.0, n.name.as_str()],
+            "INSERT INTO job_nodes (job, node, state, since) VALUES (?1, ?2, 'queued', ?3)",
+            params![job.0, n.name.as_str(), t],
         )?;
         tx.execute("UPDATE nodes SET boot = 'agent', state = 'booting' WHERE name = ?1", [n.name.as_str()])?;
         event(tx, job, Some(&n.name), "queued", "next boot: agent", "")?;
@@ -287,11 +295,11 @@ impl Catalog {
                 let img = readable(tx, who, &what)?;
                 check_loadable(&img, &nodes)?;
                 let params = serde_json::json!({"image": img.id, "name": img.name, "version": img.version});
-                insert(tx, who, JobKind::Reload, Some(&img.id), params, &nodes)
+                insert(tx, who, JobKind::Reload, Some(&img.id), params, &nodes, r.first_boot.unwrap_or(false))
             }),
             NewJob::Wipe(w) => self.write(|tx| {
                 let nodes = free_nodes(tx, who, &w.nodes)?;
-                insert(tx, who, JobKind::Wipe, None, serde_json::json!({}), &nodes)
+                insert(tx, who, JobKind::Wipe, None, serde_json::json!({}), &nodes, false)
             }),
             NewJob::Capture(c) => self.create_capture(who, c),
         }
@@ -332,7 +340,7 @@ impl Catalog {
             };
             let mut params = serde_json::to_value(c).map_err(|e| CatalogError::Invalid(e.to_string()))?;
             params["name"] = name.into();
-            insert(tx, who, JobKind::Capture, image.as_deref(), params, &nodes)
+            insert(tx, who, JobKind::Capture, image.as_deref(), params, &nodes, false)
         })
     }
 
@@ -342,7 +350,7 @@ impl Catalog {
             return Err(CatalogError::Invalid(format!("url {:?}: only http and https are supported", i.url)));
         }
         let params = serde_json::to_value(i).map_err(|e| CatalogError::Invalid(e.to_string()))?;
-        self.write(|tx| insert(tx, who, JobKind::Import, None, params, &[]))
+        self.write(|tx| insert(tx, who, JobKind::Import, None, params, &[], false))
     }
 
     pub fn show_job(&self, who: &ProjectCaller, id: JobId) -> Result<JobRecord> {
@@ -369,8 +377,13 @@ impl Catalog {
                 return Err(CatalogError::Finished { job: id, state: job.state });
             }
             for n in job.nodes.iter().filter(|n| n.state.is_active()) {
-                // A node whose agent had started may hold half an image.
-                let state = if n.state == JobNodeState::Running { "failed" } else { "free" };
+                // A node whose agent had started may hold half an image;
+                // one that reported holds the whole image.
+                let state = match n.state {
+                    JobNodeState::Running => "failed",
+                    JobNodeState::Rebooting => "ready",
+                    _ => "free",
+                };
                 tx.execute(
                     "UPDATE nodes SET boot = 'local', state = ?1 WHERE name = ?2",
                     params![state, n.node.as_str()],

@@ -404,9 +404,10 @@ impl Catalog {
         })
     }
 
-    /// Records the node's first fetch of its metadata for `instance_id`
-    /// (the job runner waits for it). True the first time.
-    pub fn first_boot_checkin(&self, node: &Name, instance_id: &str) -> Result<bool> {
+    /// Records the node's first fetch of its metadata for `instance_id`.
+    /// True the first time. (The job runner's wait is
+    /// [`Catalog::first_boot_checkin`], which the service calls too.)
+    pub fn record_metadata_fetch(&self, node: &Name, instance_id: &str) -> Result<bool> {
         self.write(|tx| {
             let n = tx.execute(
                 "UPDATE node_instances SET first_boot_checkin = ?1

@@ -172,7 +172,11 @@ fn a_successful_reload_makes_its_pending_instance_current() {
         .cat
         .create_job(
             &b.own,
-            &NewJob::Reload(ReloadRequest { nodes: vec![Name::parse("pc1").unwrap()], image: Some(IMG.into()) }),
+            &NewJob::Reload(ReloadRequest {
+                nodes: vec![Name::parse("pc1").unwrap()],
+                image: Some(IMG.into()),
+                first_boot: None,
+            }),
         )
         .unwrap();
     let issued = b.cat.prepare_reload(&b.own, &job).unwrap();
@@ -200,8 +204,8 @@ fn first_boot_checkin_is_recorded_once_per_instance() {
     let i = b.cat.new_instance(&b.own, "pc1").unwrap();
     let pc1 = Name::parse("pc1").unwrap();
     assert_eq!(b.cat.first_boot_checked_in(&pc1, &i.instance_id).unwrap(), None);
-    assert!(b.cat.first_boot_checkin(&pc1, &i.instance_id).unwrap());
-    assert!(!b.cat.first_boot_checkin(&pc1, &i.instance_id).unwrap());
+    assert!(b.cat.record_metadata_fetch(&pc1, &i.instance_id).unwrap());
+    assert!(!b.cat.record_metadata_fetch(&pc1, &i.instance_id).unwrap());
     assert!(b.cat.first_boot_checked_in(&pc1, &i.instance_id).unwrap().is_some());
-    assert!(!b.cat.first_boot_checkin(&Name::parse("pc2").unwrap(), &i.instance_id).unwrap());
+    assert!(!b.cat.record_metadata_fetch(&Name::parse("pc2").unwrap(), &i.instance_id).unwrap());
 }

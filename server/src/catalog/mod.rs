@@ -18,11 +18,13 @@
 //! and jobs, but image rights follow its project like anyone's. An agent
 //! token reaches only the agent operations, for its own node.
 //!
-//! Not here: running jobs (power cycling, watching agents time out),
-//! which a job executor will do through [`jobs`] and [`boot`].
+//! Running jobs (power cycling, timing agents out) is the job runner's
+//! (`crate::jobs`); it reads and records every step through
+//! [`execution`], so the catalog alone says where each job is.
 
 pub mod agent;
 pub mod boot;
+pub mod execution;
 pub mod ids;
 pub mod images;
 pub mod jobs;

@@ -100,6 +100,8 @@ text_enum!(
         Qmp = "qmp",
         /// By a person, when told.
         Manual = "manual",
+        /// An operator's program, run as `PROGRAM ACTION NODE MAC`.
+        Command = "command",
     }
 );
 
@@ -140,6 +142,9 @@ text_enum!(
         Booting = "booting",
         /// The agent asked for its task.
         Running = "running",
+        /// The agent reported success; waiting for the node's first boot
+        /// from its disk to check in.
+        Rebooting = "rebooting",
         Done = "done",
         Failed = "failed",
         Cancelled = "cancelled",
@@ -154,9 +159,9 @@ impl JobState {
 
 impl JobNodeState {
     pub fn is_active(self) -> bool {
-        matches!(self, JobNodeState::Queued | JobNodeState::Booting | JobNodeState::Running)
+        matches!(self, JobNodeState::Queued | JobNodeState::Booting | JobNodeState::Running | JobNodeState::Rebooting)
     }
 }
 
 /// SQL list of the active per-node states, for `state IN (...)`.
-pub const ACTIVE_NODE_STATES: &str = "('queued', 'booting', 'running')";
+pub const ACTIVE_NODE_STATES: &str = "('queued', 'booting', 'running', 'rebooting')";

@@ -163,8 +163,24 @@ CREATE TABLE metadata_tokens (
 );
 ";
 
+/// What the job runner needs to drive a job from the catalog alone (so a
+/// restarted server resumes where it was): per node, the power cycles
+/// spent booting the agent, when its current step began, whether the last
+/// power command failed, whether it was power-cycled after its report,
+/// and the first-boot check-in (time and instance id) a job may wait for;
+/// per job, whether it waits for it.
+const V5: &str = "
+ALTER TABLE job_nodes ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE job_nodes ADD COLUMN since INTEGER;
+ALTER TABLE job_nodes ADD COLUMN rebooted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE job_nodes ADD COLUMN power_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE job_nodes ADD COLUMN checkin INTEGER;
+ALTER TABLE job_nodes ADD COLUMN instance_id TEXT;
+ALTER TABLE jobs ADD COLUMN first_boot INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Every migration, in order.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The version this binary reads and writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -40,10 +40,17 @@ pub enum TokenCommand {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Power {
+    /// A BMC through ipmitool (address [USER@]HOST[:PORT]).
     Ipmi,
+    /// A BMC's Redfish API (address http://BMC/redfish/v1/Systems/ID).
     Redfish,
+    /// A QEMU VM's QMP unix socket (address: its path).
     Qmp,
+    /// A person, told in the server's log.
     Manual,
+    /// A program run as PROGRAM on|off|cycle|status NODE MAC (address: its
+    /// absolute path).
+    Command,
 }
 
 impl From<Power> for PowerDriver {
@@ -53,6 +60,7 @@ impl From<Power> for PowerDriver {
             Power::Redfish => PowerDriver::Redfish,
             Power::Qmp => PowerDriver::Qmp,
             Power::Manual => PowerDriver::Manual,
+            Power::Command => PowerDriver::Command,
         }
     }
 }
@@ -80,7 +88,7 @@ pub enum NodeCommand {
         /// How its power is switched.
         #[arg(long, value_enum, default_value = "manual")]
         power: Power,
-        /// The BMC address or QMP socket.
+        /// The BMC address, QMP socket or power program (see --power).
         #[arg(long, default_value = "")]
         power_address: String,
         /// Register it into this project (admin tokens only).
@@ -100,18 +108,28 @@ pub enum NodeCommand {
         #[arg(value_parser = name)]
         name: Name,
     },
-    /// Reload nodes with an image: records a reload job and marks each
-    /// node's next boot as the agent. Without --image, the project's
+    /// Reload nodes with an image: a reload job. The server marks each
+    /// node's next boot as the agent, power-cycles it, follows its agent
+    /// and marks it ready (or failed). Without --image, the project's
     /// default image. Prints each node's one-time initial password for
-    /// its next instance (shown only here). (The job is recorded; this
-    /// server does not power cycle nodes yet.)
+    /// its next instance (shown only here).
     Reload {
         #[arg(required = true, value_parser = name)]
         nodes: Vec<Name>,
         #[arg(long)]
         image: Option<String>,
+        /// Wait for each node's first boot from its disk to check in
+        /// (default: the server's --first-boot-wait).
+        #[arg(long, overrides_with = "no_first_boot")]
+        first_boot: bool,
+        /// Do not wait for the first boot, whatever the server's default.
+        #[arg(long)]
+        no_first_boot: bool,
+        /// Follow the job until it ends, as `shoal job watch` does.
+        #[arg(long)]
+        watch: bool,
     },
-    /// Erase nodes' disks (records a wipe job).
+    /// Erase nodes' disks (a wipe job).
     Wipe {
         #[arg(required = true, value_parser = name)]
         nodes: Vec<Name>,
@@ -187,6 +205,51 @@ pub enum JobCommand {
     List,
     /// Cancel an unfinished job.
     Cancel { id: i64 },
+    /// Follow a job until it ends: each node's state and progress, and
+    /// its history as it is written. Exits 1 if the job failed or was
+    /// cancelled.
+    Watch {
+        id: i64,
+        /// Seconds between looks.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=600))]
+        every: u64,
+    },
+}
+
+/// `shoal image create --from-node NODE NAME`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The new image's name.
+    #[arg(value_parser = name)]
+    pub name: Name,
+    /// The node whose disk to capture.
+    #[arg(long, value_parser = name)]
+    pub from_node: Name,
+    /// The new image's version (default: the server's).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The image this one derives from.
+    #[arg(long)]
+    pub base: Option<String>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Follow the job until it ends.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// `shoal image snapshot NODE IMAGE`.
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// The node whose disk to capture.
+    #[arg(value_parser = name)]
+    pub node: Name,
+    /// The image to update: id, NAME or NAME:VERSION (owned by the
+    /// project).
+    pub image: String,
+    /// Follow the job until it ends.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,19 +1,23 @@
 //! The CLI side of the control plane: the bootstrap commands that work
 //! on the catalog file directly (`shoal project create`, `shoal token
 //! create`), and the commands that are clients of the HTTP API (`shoal
-//! node ...`, `shoal job ...`, `shoal status`, `shoal image share`,
-//! `unshare`, and `delete` when --url is set). Each prints text, or the
-//! server's JSON with --json.
+//! node ...`, `shoal job ...`, `shoal status`, `shoal image create`,
+//! `snapshot`, `share`, `unshare`, and `delete` when --url is set). Each
+//! prints text, or the server's JSON with --json; [`watch`] follows a job.
 
 pub mod args;
 pub mod http;
+pub mod watch;
 
 use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::catalog::{Catalog, PowerDriver};
 use crate::cli::{Cli, Command};
-use args::{BootChoice, Imdsv2, JobCommand, MetadataCommand, NodeCommand, ProjectCommand, ShareArgs, TokenCommand};
+use args::{
+    BootChoice, CreateArgs, Imdsv2, JobCommand, MetadataCommand, NodeCommand, ProjectCommand, ShareArgs, SnapshotArgs,
+    TokenCommand,
+};
 use http::Client;
 
 /// Runs a control-plane command.
@@ -66,6 +70,43 @@ pub fn image_delete(cli: &Cli, image: &str) -> anyhow::Result<()> {
         format!("deleted {}:{} ({}) from the server", str_of(&v["name"]), str_of(&v["version"]), str_of(&v["id"]));
     done(cli, v, text);
     Ok(())
+}
+
+/// `shoal image create --from-node NODE NAME`: a capture job.
+pub fn image_create(cli: &Cli, a: &CreateArgs) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    let mut body = json!({"name": a.name, "node": a.from_node, "description": a.description});
+    if let Some(v) = &a.version {
+        body["version"] = json!(v);
+    }
+    if let Some(b) = &a.base {
+        body["base"] = json!(b);
+    }
+    let v = c.post("/v1/images", body)?;
+    created(cli, &c, v, a.watch)
+}
+
+/// `shoal image snapshot NODE IMAGE`: a capture job for a new version.
+pub fn image_snapshot(cli: &Cli, a: &SnapshotArgs) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    let v = c.post(&format!("/v1/images/{}/update", enc(&a.image)), json!({"node": a.node}))?;
+    created(cli, &c, v, a.watch)
+}
+
+/// Prints a new job, then follows it if asked.
+fn created(cli: &Cli, c: &Client, v: Value, follow: bool) -> anyhow::Result<()> {
+    created_with(cli, c, v, follow, "")
+}
+
+/// [`created`], with more lines for people after the job's.
+fn created_with(cli: &Cli, c: &Client, v: Value, follow: bool, more: &str) -> anyhow::Result<()> {
+    let id = v["id"].as_i64();
+    let text = job_created(&v) + more;
+    done(cli, v, text);
+    match (follow, id) {
+        (true, Some(id)) => watch::watch(cli, c, id, std::time::Duration::from_secs(2)),
+        _ => Ok(()),
+    }
 }
 
 /// `shoal image share` / `unshare`.
@@ -128,22 +169,25 @@ fn node(cli: &Cli, c: &Client, cmd: &NodeCommand) -> anyhow::Result<()> {
             let text = serde_json::to_string_pretty(&v)?;
             done(cli, v, text);
         }
-        NodeCommand::Reload { nodes, image } => {
+        NodeCommand::Reload { nodes, image, first_boot, no_first_boot, watch } => {
             let mut body = json!({"kind": "reload", "nodes": nodes});
             if let Some(i) = image {
                 body["image"] = json!(i);
             }
+            if *first_boot || *no_first_boot {
+                body["first_boot"] = json!(*first_boot && !*no_first_boot);
+            }
             let v = c.post("/v1/jobs", body)?;
-            let mut text = job_created(&v);
+            let mut passwords = String::new();
             for i in v["instances"].as_array().into_iter().flatten() {
-                text += &format!(
+                passwords += &format!(
                     "\ninitial password of {} (instance {}, shown only now): {}",
                     str_of(&i["node"]),
                     str_of(&i["instance_id"]),
                     str_of(&i["initial_password"])
                 );
             }
-            done(cli, v, text);
+            created_with(cli, c, v, *watch, &passwords)?;
         }
         NodeCommand::Metadata(m) => metadata(cli, c, m)?,
         NodeCommand::Instance { name } => {
@@ -157,8 +201,7 @@ fn node(cli: &Cli, c: &Client, cmd: &NodeCommand) -> anyhow::Result<()> {
         }
         NodeCommand::Wipe { nodes } => {
             let v = c.post("/v1/jobs", json!({"kind": "wipe", "nodes": nodes}))?;
-            let text = job_created(&v);
-            done(cli, v, text);
+            created(cli, c, v, false)?;
         }
         NodeCommand::Boot { name, boot } => {
             let b = match boot {
@@ -272,6 +315,7 @@ fn job(cli: &Cli, c: &Client, cmd: &JobCommand) -> anyhow::Result<()> {
             }
             done(cli, v, text);
         }
+        JobCommand::Watch { id, every } => watch::watch(cli, c, *id, std::time::Duration::from_secs(*every))?,
         JobCommand::Cancel { id } => {
             let v = c.post(&format!("/v1/jobs/{id}/cancel"), json!({}))?;
             let text = format!("job {id} {}", str_of(&v["state"]));
@@ -288,7 +332,7 @@ fn job_created(v: &Value) -> String {
         _ => String::new(),
     };
     format!(
-        "job {}: {} of {}{image} ({}); see `shoal job show {}`",
+        "job {}: {} of {}{image} ({}); follow it with `shoal job watch {}`",
         v["id"],
         str_of(&v["kind"]),
         nodes.join(", "),
@@ -314,7 +358,7 @@ fn done(cli: &Cli, v: Value, text: String) {
     }
 }
 
-fn str_of(v: &Value) -> &str {
+pub(crate) fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("?")
 }
 

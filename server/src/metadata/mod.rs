@@ -149,6 +149,9 @@ async fn identify(s: &MetadataState, addr: SocketAddr, headers: &HeaderMap) -> R
             None => !v.meta.imdsv2_required,
         };
         if valid {
+            // The node booted its disk as this instance: a reload waiting
+            // for its first boot is done.
+            c.record_metadata_fetch(&v.node, &v.instance_id)?;
             c.first_boot_checkin(&v.node, &v.instance_id)?;
         }
         Ok((Some(v), valid))

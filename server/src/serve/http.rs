@@ -47,8 +47,6 @@ pub struct App {
     /// `None` when network boot is not configured.
     pub boot: Option<Arc<BootService>>,
     pub files: Arc<BootFiles>,
-    /// The control plane's catalog, where uploaded images are recorded.
-    pub catalog: Option<Arc<crate::catalog::Catalog>>,
 }
 
 pub fn router(app: App) -> Router {

@@ -3,13 +3,15 @@
 //! the network: [`netboot`] turns the command line into DHCP and TFTP
 //! settings, [`nodes`] holds the registered nodes, [`boot`] renders each
 //! node's iPXE script and issues agent tokens ([`token`]); [`upload`]
-//! takes the images agents capture.
+//! takes the images agents capture. Beside them run the job runner and
+//! the webhook (`crate::jobs`).
 
 pub mod boot;
 pub mod catalog_nodes;
 pub mod http;
 pub mod netboot;
 pub mod nodes;
+pub mod pxe_metrics;
 pub mod session;
 pub mod token;
 pub mod upload;
@@ -34,6 +36,10 @@ pub struct ServerConfig {
     /// `listen` too).
     pub metadata_listen: Option<SocketAddr>,
     pub metadata_zone: String,
+    pub runner: crate::jobs::RunnerConfig,
+    /// Whether reloads wait for the first-boot check-in by default.
+    pub first_boot_wait: bool,
+    pub webhook: Option<crate::jobs::webhook::WebhookConfig>,
 }
 
 /// Runs until SIGINT or SIGTERM. `nodes` holds the registered nodes of a
@@ -42,18 +48,14 @@ pub struct ServerConfig {
 pub fn run(store: Store, config: ServerConfig, nodes: Option<Arc<dyn nodes::NodeCatalog>>) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let sessions = session::Sessions::new(Arc::clone(&store), config.sessions.clone());
-    let control = crate::api::control_state(Arc::clone(&store)).context("opening the catalog")?;
+    let mut control = crate::api::control_state(Arc::clone(&store)).context("opening the catalog")?;
+    control.first_boot_wait = config.first_boot_wait;
+    sessions.register_metrics(&control.metrics);
     let catalog = nodes.unwrap_or_else(|| Arc::new(catalog_nodes::CatalogNodes::new(Arc::clone(&control.catalog))));
     let netboot = config.netboot;
     let boot = netboot.boot.clone().map(|s| Arc::new(boot::BootService::new(catalog, s)));
     let tftp_config = netboot.tftp_config()?;
-    let app = http::App {
-        store,
-        sessions,
-        boot: boot.clone(),
-        files: Arc::new(netboot.files.clone()),
-        catalog: Some(Arc::clone(&control.catalog)),
-    };
+    let app = http::App { store, sessions, boot: boot.clone(), files: Arc::new(netboot.files.clone()) };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let (stop, stopped) = watch::channel(false);
@@ -67,10 +69,12 @@ pub fn run(store: Store, config: ServerConfig, nodes: Option<Arc<dyn nodes::Node
         if let (Some((cfg, opts)), Some(boot)) = (netboot.dhcp, &boot) {
             let policy: Arc<dyn BootPolicy> = boot.clone();
             let dhcp = DhcpServer::bind(cfg, policy, opts).await.context("starting dhcp")?;
+            pxe_metrics::dhcp(&control.metrics, dhcp.counters());
             tasks.spawn(dhcp.run(until_stopped()));
         }
         if let Some(cfg) = tftp_config {
             let tftp = shoal_pxe::tftp::Server::bind(cfg).context("starting tftp")?;
+            pxe_metrics::tftp(&control.metrics, tftp.counters());
             tasks.spawn(tftp.run(until_stopped()));
         }
         let metadata = crate::metadata::router(crate::metadata::MetadataState {
@@ -87,6 +91,16 @@ pub fn run(store: Store, config: ServerConfig, nodes: Option<Arc<dyn nodes::Node
                     tracing::error!("metadata service: {e}");
                 }
             });
+        }
+        let runner = crate::jobs::Runner::new(Arc::clone(&control.catalog), config.runner, &control.metrics);
+        tasks.spawn(runner.run(until_stopped()));
+        if let Some(w) = config.webhook {
+            tasks.spawn(crate::jobs::webhook::run(
+                Arc::clone(&control.catalog),
+                w,
+                Arc::clone(&control.metrics),
+                until_stopped(),
+            ));
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -10,13 +10,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use shoal_proto::manifest::Manifest;
 use shoal_proto::mcast::{sender, Sender, SenderConfig, SessionId, Time, MAX_DATAGRAM};
 use shoal_proto::{ChunkHash, ImageId};
 
+use crate::metrics::{Counter, Registry};
 use crate::store::Store;
 use shoal_agent::net::{multicast_socket, wait_readable, Batcher, Datagrams};
 
@@ -58,6 +60,25 @@ pub struct SessionInfo {
 struct Running {
     info: SessionInfo,
     slot: u32,
+    live: Arc<Live>,
+}
+
+/// A running session's gauges, stored by its thread each turn.
+#[derive(Default)]
+struct Live {
+    receivers: AtomicU64,
+    /// Bytes per second.
+    rate: AtomicU64,
+}
+
+/// The sessions' counters in `/metrics` (see [`Sessions::register_metrics`]).
+#[derive(Clone)]
+struct Counters {
+    started: Counter,
+    joined: Counter,
+    lost: Counter,
+    bytes: Counter,
+    resent: Counter,
 }
 
 /// The sessions this server runs.
@@ -65,11 +86,41 @@ pub struct Sessions {
     store: Arc<Store>,
     config: SessionConfig,
     running: Mutex<HashMap<ImageId, Running>>,
+    counters: OnceLock<Counters>,
 }
 
 impl Sessions {
     pub fn new(store: Arc<Store>, config: SessionConfig) -> Arc<Sessions> {
-        Arc::new(Sessions { store, config, running: Mutex::new(HashMap::new()) })
+        Arc::new(Sessions { store, config, running: Mutex::new(HashMap::new()), counters: OnceLock::new() })
+    }
+
+    /// Counts sessions, receivers, bytes and resent blocks (the loss
+    /// signal) in `r`, with gauges of each running session's receivers and
+    /// send rate, labelled by image.
+    pub fn register_metrics(self: &Arc<Self>, r: &Registry) {
+        let _ = self.counters.set(Counters {
+            started: r.counter("shoal_sessions_started_total", "Multicast sessions started"),
+            joined: r.counter("shoal_session_receivers_joined_total", "Receivers that joined a session"),
+            lost: r.counter("shoal_session_receivers_lost_total", "Receivers that went quiet and were forgotten"),
+            bytes: r.counter("shoal_session_bytes_sent_total", "Bytes sent by multicast sessions"),
+            resent: r.counter("shoal_session_resent_blocks_total", "Blocks sent again because receivers lost them"),
+        });
+        let gauge = |name: &str, help: &str, pick: fn(&Live) -> u64| {
+            let me = Arc::downgrade(self);
+            r.gauge(name, help, move || {
+                let Some(me) = me.upgrade() else { return Vec::new() };
+                let running = me.running.lock().unwrap_or_else(|p| p.into_inner());
+                running.values().map(|s| (vec![("image", s.info.image.to_hex())], pick(&s.live) as f64)).collect()
+            });
+        };
+        gauge("shoal_session_receivers", "Receivers of each running session", |l| l.receivers.load(Ordering::Relaxed));
+        gauge("shoal_session_send_rate_bytes", "Each running session's send rate, bytes per second", |l| {
+            l.rate.load(Ordering::Relaxed)
+        });
+        let me = Arc::downgrade(self);
+        r.gauge("shoal_sessions", "Multicast sessions running", move || {
+            vec![(Vec::new(), me.upgrade().map_or(0, |m| m.count()) as f64)]
+        });
     }
 
     /// The session serving `m`, started if there is none.
@@ -99,13 +150,18 @@ impl Sessions {
         let start = Instant::now();
         let sender = Sender::new(sc, SessionId(info.session), sizes, Time::ZERO)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        running.insert(m.id, Running { info: info.clone(), slot });
+        let live = Arc::new(Live::default());
+        running.insert(m.id, Running { info: info.clone(), slot, live: Arc::clone(&live) });
+        let counters = self.counters.get().cloned();
+        if let Some(c) = &counters {
+            c.started.inc();
+        }
         let me = Arc::clone(self);
         let image = m.id;
         let dest = SocketAddr::from((group, info.port));
         std::thread::Builder::new().name(format!("session-{}", &image.to_hex()[..8])).spawn(move || {
             tracing::info!(%image, %group, port = dest.port(), "session started");
-            let res = run(sender, &sock, dest, &hashes, &me.store, start);
+            let res = run(sender, &sock, dest, &hashes, &me.store, start, (&live, counters.as_ref()));
             match res {
                 Ok(()) => tracing::info!(%image, "session ended: idle"),
                 Err(e) => tracing::error!(%image, "session failed: {e}"),
@@ -155,8 +211,10 @@ fn run(
     hashes: &[ChunkHash],
     store: &Store,
     start: Instant,
+    (live, counters): (&Live, Option<&Counters>),
 ) -> io::Result<()> {
     let now = || Time::from_duration(start.elapsed());
+    let (mut bytes, mut resent) = (0u64, 0u64);
     let mut cache = ChunkCache { entries: VecDeque::new() };
     let mut buf = Vec::with_capacity(MAX_DATAGRAM);
     let mut batch = Batcher::new(sock, dest)?;
@@ -177,6 +235,14 @@ fn run(
             batch.push(sock, &buf)?;
         }
         batch.flush(sock)?;
+        live.receivers.store(sender.receivers() as u64, Ordering::Relaxed);
+        live.rate.store(sender.rate(), Ordering::Relaxed);
+        if let Some(c) = counters {
+            let st = sender.stats();
+            c.bytes.add(st.bytes_sent.saturating_sub(bytes));
+            c.resent.add(st.resend_blocks.saturating_sub(resent));
+            (bytes, resent) = (st.bytes_sent, st.resend_blocks);
+        }
         while let Some(ev) = sender.poll() {
             match ev {
                 sender::Event::Idle => {
@@ -197,9 +263,15 @@ fn run(
                     );
                     return Ok(());
                 }
-                sender::Event::Joined { receiver, from } => tracing::info!(?receiver, %from, "receiver joined"),
+                sender::Event::Joined { receiver, from } => {
+                    counters.inspect(|c| c.joined.inc());
+                    tracing::info!(?receiver, %from, "receiver joined")
+                }
                 sender::Event::Left { receiver } => tracing::info!(?receiver, "receiver left"),
-                sender::Event::Lost { receiver } => tracing::warn!(?receiver, "receiver lost"),
+                sender::Event::Lost { receiver } => {
+                    counters.inspect(|c| c.lost.inc());
+                    tracing::warn!(?receiver, "receiver lost")
+                }
                 sender::Event::Report(r) => tracing::info!(report = ?r, "receiver report"),
             }
         }

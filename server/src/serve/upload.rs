@@ -108,13 +108,6 @@ pub(super) async fn post_image(State(app): State<App>, body: Bytes) -> Result<Js
         let txn = app.store.begin()?;
         txn.commit(&signed, &m.id)?;
         tracing::info!(id = %m.id, name = %m.name, version = %m.version, chunks = m.chunk_count(), "image uploaded");
-        // Uploads are not authenticated yet, so an agent's capture belongs
-        // to the default project, as images captured on the server do.
-        if let Some(catalog) = &app.catalog {
-            let default = crate::catalog::Name::parse(crate::catalog::DEFAULT_PROJECT)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            catalog.register_manifest(&m, &default).map_err(|e| ApiError::Internal(format!("catalog: {e}")))?;
-        }
         Ok(Json(json!({ "id": m.id, "name": m.name, "version": m.version })))
     })
     .await

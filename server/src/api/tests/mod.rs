@@ -6,6 +6,7 @@ mod errors;
 mod flows;
 mod openapi;
 mod permissions;
+mod runner;
 
 use std::sync::Arc;
 
