@@ -19,7 +19,8 @@
 #
 # Environment: BENCH_DIR (default /var/tmp/shoal-bench; the disk is shared
 # with bench.sh), RUNS (default 2), RATE_MBIT (shoal's ceiling, default
-# 2000), CASES (space-separated subset of: disk loss eff verify raw),
+# 2000), CASES (space-separated subset of: disk loss eff verify raw, and
+# quick: shoal alone at 4 and 8 receivers, for comparing two builds),
 # KEEP=1 to keep the work directory (logs, reports) for a look afterwards,
 # AGENT_WRAP to run each agent under a command (e.g. "/usr/bin/time -v").
 set -euo pipefail
@@ -224,6 +225,10 @@ for r in $(seq "$runs"); do
           run_theirs "udpcast disk 4 loss $l%" "$work/pc.zst" 4
         done
         set_loss 0 ;;
+      quick)
+        set_loss 0
+        run_ours "shoal disk 4" disk 4
+        run_ours "shoal disk 8" disk 8 ;;
       eff)
         set_loss 5
         run_ours "shoal disk 8 loss 5%" disk 8

@@ -62,6 +62,9 @@ pub struct ReceiverConfig {
     /// How often to multicast a progress [`Report`]; `None` for only the
     /// final one.
     pub report_interval: Option<Duration>,
+    /// While full (holding all it may, with chunks still needed), how
+    /// often to say `Busy` so the sender holds back new chunks.
+    pub busy_repeat: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -76,6 +79,7 @@ impl Default for ReceiverConfig {
             suppress_for: Duration::from_millis(30),
             silence_timeout: Duration::from_secs(5),
             report_interval: Some(Duration::from_secs(5)),
+            busy_repeat: Duration::from_millis(5),
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct ReceiverStats {
     pub duplicate_blocks: u64,
     /// Blocks of needed chunks dropped because the memory bound was full.
     pub no_room_blocks: u64,
+    /// `Busy` messages sent: times the writer was behind.
+    pub busy_sent: u64,
     /// Block payload bytes accepted, duplicates excluded.
     pub bytes_received: u64,
     /// Request messages sent.
@@ -224,6 +230,10 @@ pub struct Receiver {
     outbox: VecDeque<Message<'static>>,
     events: VecDeque<Event>,
     stats: ReceiverStats,
+    /// The largest needed chunk: room for it means room for any.
+    largest: u32,
+    /// When `Busy` was last said.
+    busy_said: Option<Time>,
 }
 
 impl Receiver {
@@ -254,6 +264,7 @@ impl Receiver {
             states[index as usize] = ChunkState::Needed { asked: None };
             needed.insert(index);
         }
+        let largest = needed.iter().map(|&i| chunk_sizes[i as usize]).max().unwrap_or(0);
         let mut rng = Rng::new(seed);
         let first_round = now + rng.between(Duration::ZERO, config.request_interval);
         let mut r = Receiver {
@@ -281,6 +292,8 @@ impl Receiver {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
+            largest,
+            busy_said: None,
         };
         if r.remaining == 0 {
             r.finish();
@@ -345,7 +358,7 @@ impl Receiver {
                 self.stats.peer_requests_heard += 1;
                 self.heard_block_request(now, chunk, &blocks);
             }
-            Message::Join { .. } | Message::Leave { .. } | Message::Report(_) => {}
+            Message::Join { .. } | Message::Leave { .. } | Message::Report(_) | Message::Busy { .. } => {}
         }
     }
 
@@ -391,6 +404,9 @@ impl Receiver {
             ChunkState::Needed { .. } => {
                 self.stats.no_room_blocks += 1;
                 self.starved.insert(b.chunk);
+                if self.is_full() {
+                    self.say_busy(now);
+                }
                 return;
             }
             ChunkState::NotNeeded | ChunkState::Delivered | ChunkState::Done => {
@@ -420,6 +436,28 @@ impl Receiver {
                 self.events.push_back(Event::Chunk { index: b.chunk, bytes: p.data });
             }
         }
+        if self.is_full() {
+            self.say_busy(now);
+        }
+    }
+
+    /// The writer is behind: holding all it may, at least half of it
+    /// handed out and awaiting the caller's verdict, while chunks are still
+    /// needed (a new chunk's blocks would be dropped). Being full of
+    /// chunks still being assembled is the network's doing, not the
+    /// writer's: repairs, not a hold, are the answer to that.
+    fn is_full(&self) -> bool {
+        !self.needed.is_empty() && self.delivered * 2 >= self.config.max_held_chunks && !self.has_room(self.largest)
+    }
+
+    /// Queues a `Busy`, at most once per `busy_repeat`.
+    fn say_busy(&mut self, now: Time) {
+        if self.busy_said.is_some_and(|t| now.saturating_since(t) < self.config.busy_repeat) {
+            return;
+        }
+        self.busy_said = Some(now);
+        self.stats.busy_sent += 1;
+        self.outbox.push_back(Message::Busy { receiver: self.id });
     }
 
     /// Chunks held: being assembled, or handed out and awaiting a verdict.
@@ -516,6 +554,9 @@ impl Receiver {
             self.outbox.push_back(Message::Report(self.report(false)));
             self.next_report = self.config.report_interval.map(|i| at.max(now) + i);
         }
+        if self.is_full() {
+            self.say_busy(now);
+        }
         self.run_rounds(now);
     }
 
@@ -541,6 +582,9 @@ impl Receiver {
         }
         if let Some(report) = self.next_report {
             at = at.min(report);
+        }
+        if let Some(said) = self.busy_said.filter(|_| self.is_full()) {
+            at = at.min(said + self.config.busy_repeat);
         }
         Some(self.repair_timers().fold(at, Time::min))
     }

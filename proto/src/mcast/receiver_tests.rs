@@ -47,6 +47,7 @@ fn sent(r: &mut Receiver) -> Vec<Message<'static>> {
             Message::RequestChunks { receiver, chunks } => Message::RequestChunks { receiver, chunks },
             Message::RequestBlocks { receiver, chunk, blocks } => Message::RequestBlocks { receiver, chunk, blocks },
             Message::Report(r) => Message::Report(r),
+            Message::Busy { receiver } => Message::Busy { receiver },
             other => panic!("receiver sent {other:?}"),
         });
     }
@@ -416,4 +417,23 @@ proptest::proptest! {
             proptest::prop_assert!(r.held_chunks() <= 2);
         }
     }
+}
+
+#[test]
+fn a_receiver_whose_writer_is_behind_says_busy_until_a_verdict_frees_room() {
+    let config = ReceiverConfig { max_held_chunks: 2, ..ReceiverConfig::default() };
+    let csize = BLOCK_SIZE as u32;
+    let mut r = receiver(vec![csize; 4], [0, 1, 2, 3], config);
+    sent(&mut r);
+    r.handle(at(1), from(), &block(0, 0, csize));
+    assert!(!sent(&mut r).iter().any(|m| matches!(m, Message::Busy { .. })), "one chunk out is not behind");
+    r.handle(at(1), from(), &block(1, 0, csize));
+    assert!(sent(&mut r).contains(&Message::Busy { receiver: ME }), "two chunks out and none written: busy");
+    // Still full later: said again; written: not any more.
+    r.handle_timeout(at(10));
+    assert!(sent(&mut r).contains(&Message::Busy { receiver: ME }));
+    r.chunk_done(at(11), 0);
+    r.handle_timeout(at(20));
+    assert!(!sent(&mut r).iter().any(|m| matches!(m, Message::Busy { .. })));
+    assert_eq!(r.stats().busy_sent, 2);
 }

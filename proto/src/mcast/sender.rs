@@ -29,6 +29,15 @@
 //! bucket (not a lack of work) held sending back, and otherwise holds;
 //! always between `min_rate` and `max_rate`.
 //!
+//! Flow control: a receiver whose writer is behind (it holds all the
+//! chunks it may) says `Busy`, and the sender holds back the start of new
+//! chunks for `busy_pause` (blocks of a chunk under way and repairs still
+//! go), so it runs at the pace of the slowest writer instead of learning
+//! it from blocks dropped for lack of room and sending them again. A
+//! receiver that stays full for `max_pause` on end (a stalled disk, or a
+//! forger) is not waited for during the next `max_pause`: it falls behind
+//! and is repaired later, and the others go on.
+//!
 //! What the sender does not do: authenticate receivers (requests are
 //! unauthenticated by design; each receiver id has a message budget, ids
 //! past [`MAX_TRACKED_RECEIVERS`] share one, and a flood can at worst keep
@@ -82,6 +91,11 @@ pub struct SenderConfig {
     /// Messages accepted from one receiver per second, and in a burst.
     pub receiver_messages_per_sec: u64,
     pub receiver_message_burst: u64,
+    /// How long a `Busy` holds back new chunks (longer than a receiver's
+    /// `busy_repeat`, so a receiver that stays full keeps the hold).
+    pub busy_pause: Duration,
+    /// The longest run of holds; after it, `Busy` is not heeded for as long.
+    pub max_pause: Duration,
 }
 
 impl SenderConfig {
@@ -99,6 +113,8 @@ impl SenderConfig {
             resend_guard: Duration::from_millis(2),
             receiver_messages_per_sec: 1000,
             receiver_message_burst: 1000,
+            busy_pause: Duration::from_millis(15),
+            max_pause: Duration::from_millis(500),
         }
     }
 
@@ -165,6 +181,9 @@ pub struct SenderStats {
     pub rate_increases: u64,
     pub rate_decreases: u64,
     pub events_dropped: u64,
+    /// `Busy` messages heard, and those not heeded (past `max_pause`).
+    pub busy_heard: u64,
+    pub busy_ignored: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -201,6 +220,12 @@ pub struct Sender {
     idle_reported: bool,
     events: VecDeque<Event>,
     stats: SenderStats,
+    /// No new chunk is started before this (a receiver is busy).
+    paused_until: Time,
+    /// When the current run of holds began.
+    pause_run_start: Time,
+    /// `Busy` is not heeded before this.
+    busy_ignored_until: Time,
 }
 
 impl Sender {
@@ -236,6 +261,9 @@ impl Sender {
             idle_reported: false,
             events: VecDeque::new(),
             stats: SenderStats::default(),
+            paused_until: now,
+            pause_run_start: now,
+            busy_ignored_until: now,
         })
     }
 
@@ -323,6 +351,7 @@ impl Sender {
                 self.activity(now);
             }
             Message::Report(report) => self.push_event(Event::Report(report)),
+            Message::Busy { .. } => self.on_busy(now),
             Message::Block(_) | Message::Status(_) => {}
         }
     }
@@ -343,6 +372,33 @@ impl Sender {
         self.peers.insert(receiver, Peer { last_heard: now, budget });
         self.push_event(Event::Joined { receiver, from });
         ok
+    }
+
+    /// A receiver is full: hold back new chunks, within `max_pause`.
+    fn on_busy(&mut self, now: Time) {
+        self.stats.busy_heard += 1;
+        if now >= self.paused_until {
+            // The last run of holds is over. If it ran to its cap, some
+            // receiver stayed busy on end: it is not heeded for a while.
+            let capped = self.paused_until > self.pause_run_start
+                && self.paused_until == self.pause_run_start + self.config.max_pause;
+            if capped {
+                self.busy_ignored_until = self.paused_until + self.config.max_pause;
+            }
+            if now < self.busy_ignored_until {
+                self.stats.busy_ignored += 1;
+                return;
+            }
+            self.pause_run_start = now;
+        }
+        let limit = self.pause_run_start + self.config.max_pause;
+        self.paused_until = self.paused_until.max((now + self.config.busy_pause).min(limit));
+    }
+
+    /// Whether the next block would start a new chunk while a receiver
+    /// asked for a hold.
+    fn held_back(&self, now: Time) -> bool {
+        now < self.paused_until && self.work.next_starts_chunk()
     }
 
     fn activity(&mut self, now: Time) {
@@ -418,7 +474,7 @@ impl Sender {
         }
         // Reserve a full datagram before choosing the block, so a wake-up
         // at `poll_timeout` can always send one.
-        if !self.pacer.can_send(now, MAX_BLOCK_DATAGRAM) {
+        if self.held_back(now) || !self.pacer.can_send(now, MAX_BLOCK_DATAGRAM) {
             return None;
         }
         let (chunk, index) = self.work.next(now)?;
@@ -447,7 +503,8 @@ impl Sender {
     pub fn poll_timeout(&self) -> Option<Time> {
         let mut at = self.next_status.min(self.pacer.next_control());
         if !self.work.is_empty() {
-            at = at.min(self.pacer.ready_at(MAX_BLOCK_DATAGRAM));
+            let ready = self.pacer.ready_at(MAX_BLOCK_DATAGRAM);
+            at = at.min(if self.held_back(ready) { ready.max(self.paused_until) } else { ready });
         } else if !self.idle_reported {
             at = at.min(self.last_request + self.config.idle_timeout);
         }

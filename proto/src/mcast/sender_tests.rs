@@ -248,3 +248,39 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn busy_holds_back_new_chunks_but_not_the_one_under_way_nor_past_max_pause() {
+    let csize = 4 * BLOCK_SIZE as u32;
+    let mut s = sender(vec![csize; 3]);
+    s.handle(Time::ZERO, addr(1), &chunks(1, [0, 1, 2]));
+    // Chunk 0 under way: two of its blocks go, then a receiver is busy.
+    let mut buf = Vec::new();
+    let mut sent = Vec::new();
+    while sent.len() < 2 {
+        if let Some(t) = s.poll_transmit(Time::ZERO, &mut buf) {
+            if let Some(p) = t.payload {
+                sent.push(p.chunk);
+            }
+        }
+    }
+    s.handle(Time::ZERO, addr(2), &packet(Message::Busy { receiver: ReceiverId(2) }));
+    let (during, _) = run(&mut s, Time::ZERO, Time::ZERO + 10 * MS);
+    assert_eq!(during.iter().map(|b| b.0).collect::<Vec<_>>(), vec![0, 0], "only chunk 0's rest went: {during:?}");
+    let (after, _) = run(&mut s, Time::ZERO + 16 * MS, Time::ZERO + 100 * MS);
+    assert!(after.iter().any(|b| b.0 == 1), "the hold ended: {after:?}");
+    assert_eq!(s.stats().busy_heard, 1);
+
+    // A receiver busy on end is waited for at most max_pause, then not at all.
+    let mut s = sender(vec![csize; 40]);
+    s.handle(Time::ZERO, addr(1), &chunks(1, 0..40));
+    let mut now = Time::ZERO;
+    let mut blocks = 0;
+    while now < Time::ZERO + 900 * MS {
+        s.handle(now, addr(2), &packet(Message::Busy { receiver: ReceiverId(2) }));
+        blocks += run(&mut s, now, now + 4 * MS).0.len();
+        now = now + 5 * MS;
+    }
+    assert!(s.stats().busy_ignored > 0, "{:?}", s.stats());
+    assert!(blocks > 4, "a receiver that stays busy stopped the session: {blocks} blocks");
+}

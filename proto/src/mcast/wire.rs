@@ -223,6 +223,7 @@ pub struct Report {
 /// | 5    | Block         | chunk u32, index u32, count u32, len u32, payload                    |
 /// | 6    | Status        | seq u64, rate u64, chunks u32, backlog u64, repair backlog u64       |
 /// | 7    | Report        | receiver u64, bytes u64, dups u64, requests u64, chunks u32, done u8 |
+/// | 8    | Busy          | receiver u64                                                         |
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message<'a> {
     Join {
@@ -245,6 +246,11 @@ pub enum Message<'a> {
     Block(Block<'a>),
     Status(Status),
     Report(Report),
+    /// The receiver holds all it may (its writer is behind): hold back new
+    /// chunks for a moment; blocks of chunks under way may go on.
+    Busy {
+        receiver: ReceiverId,
+    },
 }
 
 impl Message<'_> {
@@ -257,6 +263,7 @@ impl Message<'_> {
             Message::Block(_) => 5,
             Message::Status(_) => 6,
             Message::Report(_) => 7,
+            Message::Busy { .. } => 8,
         }
     }
 
@@ -266,6 +273,7 @@ impl Message<'_> {
         match self {
             Message::Join { receiver }
             | Message::Leave { receiver }
+            | Message::Busy { receiver }
             | Message::RequestChunks { receiver, .. }
             | Message::RequestBlocks { receiver, .. } => Some(*receiver),
             Message::Report(r) => Some(r.receiver),
@@ -314,7 +322,7 @@ impl<'a> Packet<'a> {
         let mut w = Writer::new();
         header(&mut w, self.session, self.message.kind());
         match &self.message {
-            Message::Join { receiver } | Message::Leave { receiver } => w.u64(receiver.0),
+            Message::Join { receiver } | Message::Leave { receiver } | Message::Busy { receiver } => w.u64(receiver.0),
             Message::RequestChunks { receiver, chunks } => {
                 w.u64(receiver.0);
                 chunks.encode(&mut w);
@@ -390,6 +398,7 @@ impl<'a> Packet<'a> {
                 chunks_done: r.u32("report chunks")?,
                 done: r.bool("report done")?,
             }),
+            8 => Message::Busy { receiver: ReceiverId(r.u64("receiver id")?) },
             _ => return Err(DecodeError::Invalid("mcast type")),
         };
         r.finish("mcast packet")?;

@@ -30,6 +30,7 @@ fn samples() -> Vec<Packet<'static>> {
             chunks_done: 40,
             done: true,
         }),
+        Message::Busy { receiver: R },
     ];
     msgs.into_iter().map(|message| Packet { session: S, message }).collect()
 }
@@ -64,7 +65,7 @@ fn unknown_magic_version_and_type_are_rejected() {
         bad[at] = value;
         assert_eq!(Packet::decode(&bad), Err(DecodeError::BadMagic("mcast packet")));
     }
-    for kind in [0, 8, 255] {
+    for kind in [0, 9, 255] {
         let mut bad = good.clone();
         bad[5] = kind;
         assert_eq!(Packet::decode(&bad), Err(DecodeError::Invalid("mcast type")));

@@ -134,6 +134,12 @@ impl WorkSet {
     }
 
     /// Takes the next block to send at `now`: `(chunk, block)`.
+    /// Whether [`WorkSet::next`] would give the first block of a chunk not
+    /// under way: no repairs queued, and the next fresh chunk not begun.
+    pub(crate) fn next_starts_chunk(&self) -> bool {
+        self.repairs.is_empty() && self.fresh.front().is_some_and(|&c| self.chunks[c as usize].cursor == 0)
+    }
+
     pub(crate) fn next(&mut self, now: Time) -> Option<(u32, u32)> {
         loop {
             let queue = if self.repairs.is_empty() { &mut self.fresh } else { &mut self.repairs };

@@ -255,6 +255,8 @@ fn run(
                         chunk_requests = st.chunk_requests,
                         block_requests = st.block_requests,
                         throttled = st.throttled,
+                        busy_heard = st.busy_heard,
+                        busy_ignored = st.busy_ignored,
                         malformed = st.malformed,
                         rate = sender.rate(),
                         gso_sends = batch.sends,
