@@ -46,11 +46,11 @@ fuzz:
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 KVER ?= $(shell ls /lib/modules | sort -V | tail -n 1)
-STATIC_AGENT = target/static/x86_64-unknown-linux-gnu/release/shoal-agent
+STATIC_AGENT = target/static/x86_64-unknown-linux-gnu/agent/shoal-agent
 
 initramfs:
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
-	  $(CARGO) build --release -p shoal-agent --target x86_64-unknown-linux-gnu --target-dir target/static
+	  $(CARGO) build --profile agent -p shoal-agent --target x86_64-unknown-linux-gnu --target-dir target/static
 	$(CARGO) build --bin shoal
 	target/debug/shoal key > target/server.pub
 	target/debug/shoal initramfs build --kernel-version $(KVER) --agent $(STATIC_AGENT) \

@@ -67,7 +67,7 @@ pub fn static_agent_bin() -> &'static Path {
         let target = "x86_64-unknown-linux-gnu";
         let dir = root.join("target/static");
         let st = Command::new(cargo)
-            .args(["build", "--quiet", "--release", "-p", "shoal-agent", "--target", target, "--target-dir"])
+            .args(["build", "--quiet", "--profile", "agent", "-p", "shoal-agent", "--target", target, "--target-dir"])
             .arg(&dir)
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -76,7 +76,7 @@ pub fn static_agent_bin() -> &'static Path {
             .status()
             .expect("cargo runs");
         assert!(st.success(), "building the static shoal-agent failed");
-        dir.join(target).join("release/shoal-agent")
+        dir.join(target).join("agent/shoal-agent")
     })
 }
 
