@@ -18,7 +18,7 @@ use crate::{sh, Bed};
 pub const MARKER: &str = "SHOAL-OS-MARKER";
 
 /// The virtio disk driver and what it needs, in load order.
-const MODULES: [&str; 6] =
+pub const DISK_MODULES: [&str; 6] =
     ["virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "virtio_blk"];
 
 /// The newest kernel in /boot with its modules: (vmlinuz, version).
@@ -35,14 +35,15 @@ pub fn kernel() -> (PathBuf, String) {
     found.pop().expect("a kernel in /boot with its modules (make deps installs linux-image-cloud-amd64)")
 }
 
-fn script(path: &Path, text: &str) {
+/// Writes an executable script.
+pub fn script(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().expect("a path in a tree")).expect("mkdir");
     fs::write(path, text).expect("write script");
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
 /// A tree with static busybox as /bin/busybox and its applets as symlinks.
-fn busybox_tree(dir: &Path, applets: &[&str]) {
+pub fn busybox_tree(dir: &Path, applets: &[&str]) {
     fs::create_dir_all(dir.join("bin")).expect("mkdir");
     for d in ["dev", "proc", "sys", "tmp", "etc"] {
         fs::create_dir_all(dir.join(d)).expect("mkdir");
@@ -80,6 +81,11 @@ pub fn rootfs(bed: &Bed) -> PathBuf {
 /// The image's initrd: loads the virtio disk driver, mounts the root the
 /// kernel command line names (root=UUID=...) and switches to it.
 pub fn initrd(bed: &Bed, version: &str) -> PathBuf {
+    initrd_with(bed, version, &DISK_MODULES)
+}
+
+/// [`initrd`] loading `modules` (from `version`'s, in this order).
+pub fn initrd_with(bed: &Bed, version: &str, modules: &[&str]) -> PathBuf {
     let dir = bed.path("initrd");
     busybox_tree(
         &dir,
@@ -87,7 +93,7 @@ pub fn initrd(bed: &Bed, version: &str) -> PathBuf {
     );
     let deps = fs::read_to_string(Path::new("/lib/modules").join(version).join("modules.dep")).expect("modules.dep");
     fs::create_dir_all(dir.join("lib/modules")).expect("mkdir");
-    for m in MODULES {
+    for m in modules {
         let rel = deps
             .lines()
             .filter_map(|l| l.split(':').next())
@@ -106,7 +112,7 @@ pub fn initrd(bed: &Bed, version: &str) -> PathBuf {
              echo \"initrd: root $root is $dev\"\n\
              mkdir -p /newroot && mount -o ro \"$dev\" /newroot || exec sh\n\
              exec switch_root /newroot /sbin/init\n",
-            MODULES.join(" ")
+            modules.join(" ")
         ),
     );
     let out = bed.path("initrd.cpio");

@@ -10,14 +10,14 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_tests::netbed::NetBed;
+use shoal_tests::osimage::{self, busybox_tree, kernel, script};
 use shoal_tests::*;
 
 const METADATA_IP: &str = "169.254.169.254";
@@ -26,7 +26,8 @@ const MAC: &str = "52:54:00:fb:00:01";
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@desk";
 /// Firmware, boot loader, kernel, init and first boot under TCG.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-/// The virtio disk and network drivers, in load order.
+/// The virtio disk and network drivers, in load order: the image's
+/// initrd brings up the NIC for first boot.
 const MODULES: [&str; 9] = [
     "virtio_ring",
     "virtio",
@@ -39,35 +40,6 @@ const MODULES: [&str; 9] = [
     "virtio_net",
 ];
 
-fn kernel() -> (PathBuf, String) {
-    let mut found: Vec<(PathBuf, String)> = fs::read_dir("/boot")
-        .expect("/boot")
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().to_string_lossy().strip_prefix("vmlinuz-")?.to_string();
-            Path::new("/lib/modules").join(&v).join("modules.dep").exists().then(|| (e.path(), v))
-        })
-        .collect();
-    found.sort();
-    found.pop().expect("a kernel in /boot with its modules (make deps installs linux-image-cloud-amd64)")
-}
-
-fn script(path: &Path, text: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn busybox_tree(dir: &Path, applets: &[&str]) {
-    for d in ["bin", "dev", "proc", "sys", "tmp", "etc", "root", "var/lib", "var/log", "usr/local/sbin"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for a in applets {
-        symlink("busybox", dir.join("bin").join(a)).unwrap();
-    }
-}
-
 /// The OS: init brings up the network at the node's address, runs
 /// /etc/rc.local (where customize puts first boot), then a getty on ttyS0.
 fn rootfs(bed: &Bed) -> PathBuf {
@@ -77,6 +49,9 @@ fn rootfs(bed: &Bed) -> PathBuf {
         "ls", "grep",
     ];
     busybox_tree(&root, &applets);
+    for d in ["root", "var/lib", "var/log", "usr/local/sbin"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
     script(
         &root.join("sbin/init"),
         &format!(
@@ -95,43 +70,6 @@ fn rootfs(bed: &Bed) -> PathBuf {
     fs::write(root.join("etc/hostname"), "template\n").unwrap();
     fs::write(root.join("etc/hosts"), "127.0.0.1\tlocalhost\n").unwrap();
     root
-}
-
-fn initrd(bed: &Bed, version: &str) -> PathBuf {
-    let dir = bed.path("initrd");
-    busybox_tree(
-        &dir,
-        &["sh", "mount", "insmod", "findfs", "switch_root", "sleep", "sed", "cat", "echo", "seq", "mkdir"],
-    );
-    let deps = fs::read_to_string(Path::new("/lib/modules").join(version).join("modules.dep")).unwrap();
-    fs::create_dir_all(dir.join("lib/modules")).unwrap();
-    for m in MODULES {
-        let rel = deps
-            .lines()
-            .filter_map(|l| l.split(':').next())
-            .find(|p| p.rsplit('/').next() == Some(&format!("{m}.ko")))
-            .unwrap_or_else(|| panic!("{m} is not a module of {version}"));
-        fs::copy(Path::new("/lib/modules").join(version).join(rel), dir.join(format!("lib/modules/{m}.ko"))).unwrap();
-    }
-    script(
-        &dir.join("init"),
-        &format!(
-            "#!/bin/sh\nmount -t devtmpfs dev /dev\nmount -t proc proc /proc\nmount -t sysfs sys /sys\n\
-             for m in {}; do insmod /lib/modules/$m.ko; done\n\
-             root=$(sed -n 's/.*root=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
-             for i in $(seq 1 100); do dev=$(findfs \"$root\" 2>/dev/null) && break; sleep 0.1; done\n\
-             mkdir -p /newroot && mount -o ro \"$dev\" /newroot || exec sh\n\
-             exec switch_root /newroot /sbin/init\n",
-            MODULES.join(" ")
-        ),
-    );
-    let out = bed.path("initrd.cpio");
-    sh(Command::new("sh").arg("-c").arg(format!(
-        "cd {} && find . | cpio --quiet -o -H newc > {}",
-        dir.display(),
-        out.display()
-    )));
-    out
 }
 
 struct Qemu(Child);
@@ -201,7 +139,7 @@ fn firstboot_in_a_qemu_node_sets_the_password_for_a_console_login_and_the_keys()
     fs::create_dir_all(bed.store()).unwrap();
     let (vmlinuz, version) = kernel();
     let root = rootfs(&bed);
-    let initrd = initrd(&bed, &version);
+    let initrd = osimage::initrd_with(&bed, &version, &MODULES);
     let (r, k, i) = (root.to_str().unwrap(), vmlinuz.to_str().unwrap(), initrd.to_str().unwrap());
     bed.ok(&[
         "image",
